@@ -1,0 +1,30 @@
+"""One error type for everything a user can cause or fix.
+
+The CLI renders a :class:`PackError` as one line (``error: <message>`` and, when there
+is one, ``hint: <hint>``) and exits non-zero; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PackError(Exception):
+    """A failure the user can act on: ``message`` says what is wrong, ``hint`` what to do."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UserCancelled(PackError):
+    """Ctrl-C: everything already rolled back; exit 130 like a shell does."""
+
+    exit_code = 130
+
+    def __init__(self) -> None:
+        super().__init__("interrupted; nothing was written")
