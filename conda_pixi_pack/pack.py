@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from conda_pixi_pack.progress import Reporter
+if TYPE_CHECKING:
+    from conda_pixi_pack.progress import Reporter
 
 
 @dataclass

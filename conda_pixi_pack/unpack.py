@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from conda_pixi_pack.progress import Reporter
+if TYPE_CHECKING:
+    from conda_pixi_pack.progress import Reporter
 
 Installer = Literal["conda", "rattler"]
 

@@ -1,0 +1,29 @@
+"""Installers that turn the extracted pack into an environment.
+
+SEED written by the lead: :class:`PackedPackage` is the contract between unpack.py and the
+installer backends (``conda.py``, ``rattler.py``) and ``wheels.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from conda_pixi_pack.layout import Origin
+
+
+@dataclass(frozen=True)
+class PackedPackage:
+    """One conda package inside an extracted, validated pack."""
+
+    subdir: str
+    file_name: str
+    #: Absolute path of the package file inside the extracted pack.
+    path: Path
+    #: Its record from ``channel/<subdir>/repodata.json``.
+    record: dict[str, Any]
+    #: Original URL/channel when the pack carries them (ours do; pixi-pack's do not).
+    origin: Origin | None
