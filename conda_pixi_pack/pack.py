@@ -1,17 +1,37 @@
 """``pack``: a pixi lock -> an offline pack (orchestration only).
 
-SEED written by the lead: the options/result shapes below are the contract with the CLI.
-The pack helper owns this file and may add fields (with defaults) but not rename existing ones.
+The steps, each owned by its own module: read the lock (:mod:`lockfile`), read and check
+``--inject`` files (:mod:`inject`), fetch into a staging folder beside the output
+(:mod:`download`), write the format's files (:mod:`layout`), then archive deterministically
+and rename into place (:mod:`archive`). Nothing appears at the output path unless the whole
+pack succeeded; the staging folder is removed on every path out, Ctrl-C included.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
+
+from conda_pixi_pack import __version__, archive, download, inject, layout, lockfile
+from conda_pixi_pack.errors import PackError, UserCancelled
+from conda_pixi_pack.progress import Reporter
 
 if TYPE_CHECKING:
-    from conda_pixi_pack.progress import Reporter
+    from collections.abc import Mapping
+
+    from conda_pixi_pack.download import Artifact
+    from conda_pixi_pack.lockfile import LockedConda, LockedEnvironment, LockedWheel
+
+#: Downloads land here inside the staging folder, then move to their place in the pack.
+FETCH_DIR: Final = ".fetch"
+#: Always present, even empty: conda refuses a local channel without ``noarch/repodata.json``.
+NOARCH: Final = "noarch"
 
 
 @dataclass
@@ -47,4 +67,169 @@ class PackResult:
 
 def pack(options: PackOptions, reporter: Reporter | None = None) -> PackResult:
     """Write the pack described by ``options``; raises PackError, leaves nothing behind on failure."""
-    raise NotImplementedError
+    reporter = reporter or Reporter()
+    try:
+        return _pack(options, reporter)
+    except KeyboardInterrupt:
+        raise UserCancelled() from None
+
+
+def _pack(options: PackOptions, reporter: Reporter) -> PackResult:
+    if options.to_stdout and options.directory_only:
+        raise PackError("a folder pack cannot be written to standard output", "drop -o - or --directory-only")
+    target = None if options.to_stdout else _check_output(options.output, options.directory_only)
+    env = lockfile.load(
+        options.manifest,
+        options.environment,
+        options.platform,
+        ignore_pypi_non_wheel=options.ignore_pypi_non_wheel,
+        reporter=reporter,
+    )
+    # Injected files are read and checked before anything is downloaded: a misfit fails fast.
+    injection = inject.read_injections(options.inject, env.platform)
+    conda, wheels = inject.without_replaced(env.conda, env.wheels, injection, reporter)
+    if injection.conda:
+        inject.check_fits([c.record for c in conda], [c.record for c in injection.conda], reporter)
+
+    staging = _make_staging(target)
+    try:
+        _fill(staging, env, conda, wheels, injection, options, reporter)
+        if target is None:
+            size = _to_stdout(staging, reporter)
+        elif options.directory_only:
+            reporter.info(f"Moving the pack folder into place at {target}")
+            size = archive.write_tree(staging, target)
+        else:
+            reporter.info(f"Writing {target}")
+            size = archive.write_archive(staging, target, reporter)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PackResult(
+        output=target,
+        conda_packages=len(conda) + len(injection.conda),
+        wheels=len(wheels) + len(injection.wheels),
+        size=size,
+        platform=env.platform,
+    )
+
+
+def _check_output(output: Path, directory_only: bool) -> Path:
+    """Refuse an output we could not create, before any download starts."""
+    target = Path(os.path.abspath(output))
+    parent = target.parent
+    if not parent.is_dir():
+        raise PackError(
+            f"cannot write {target}: the folder {parent} does not exist",
+            "create it first or choose another output with -o",
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PackError(
+            f"cannot write {target}: the folder {parent} is not writable",
+            "choose another output with -o",
+        )
+    if directory_only:
+        if target.exists() and not target.is_dir():
+            raise PackError(
+                f"cannot write the pack folder {target}: a file of that name exists",
+                "remove it or choose another output with -o",
+            )
+        if target.is_dir() and any(target.iterdir()):
+            raise PackError(
+                f"cannot write the pack folder {target}: it exists and is not empty",
+                "remove it or choose another output with -o",
+            )
+    elif target.is_dir():
+        raise PackError(
+            f"cannot write {target}: it is a folder",
+            "give a file name with -o, or use --directory-only to write a folder",
+        )
+    return target
+
+
+def _make_staging(target: Path | None) -> Path:
+    """A private folder beside the target (one file system: the final rename is atomic)."""
+    try:
+        if target is None:
+            return Path(tempfile.mkdtemp(prefix="conda-pixi-pack-"))
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        where = target.parent if target is not None else tempfile.gettempdir()
+        raise PackError(f"cannot create a temporary folder in {where}: {exc.strerror or exc}") from None
+
+
+def _fill(
+    root: Path,
+    env: LockedEnvironment,
+    conda: list[LockedConda],
+    wheels: list[LockedWheel],
+    injection: inject.Injection,
+    options: PackOptions,
+    reporter: Reporter,
+) -> None:
+    """Put every file of the pack into ``root``."""
+    channel = root / layout.CHANNEL_DIR
+    artifacts = [c.artifact for c in conda] + [w.artifact for w in wheels]
+    reporter.info(f"Downloading {len(conda)} conda packages and {len(wheels)} wheels")
+    fetch_root = root / FETCH_DIR
+    fetched = download.fetch_all(
+        artifacts,
+        fetch_root,
+        network=download.NetworkSettings(auth_file=options.auth_file, config_file=options.config_file),
+        cache_dir=options.cache_dir,
+        reporter=reporter,
+    )
+    for item in conda:
+        _place(fetched, item.artifact, fetch_root, channel / item.subdir / item.file_name)
+    for wheel in wheels:
+        _place(fetched, wheel.artifact, fetch_root, root / layout.PYPI_DIR / wheel.file_name)
+    shutil.rmtree(fetch_root, ignore_errors=True)
+    inject.copy_into(root, layout.CHANNEL_DIR, layout.PYPI_DIR, injection)
+
+    records: list[tuple[str, str, Mapping[str, Any]]] = [(c.subdir, c.file_name, c.record) for c in conda]
+    records += [(i.subdir, i.file_name, i.record) for i in injection.conda]
+    by_subdir: dict[str, dict[str, Mapping[str, Any]]] = {NOARCH: {}}
+    for subdir, file_name, record in records:
+        by_subdir.setdefault(subdir, {})[file_name] = record
+    for subdir, subdir_records in by_subdir.items():
+        (channel / subdir).mkdir(parents=True, exist_ok=True)
+        document = layout.repodata(subdir, subdir_records)
+        (channel / subdir / layout.REPODATA_FILE).write_text(
+            json.dumps(document, indent=2) + "\n", encoding="utf-8"
+        )
+
+    origins = {f"{c.subdir}/{c.file_name}": layout.Origin(c.url, c.channel) for c in conda}
+    origins.update(
+        {f"{i.subdir}/{i.file_name}": layout.Origin(i.source.resolve().as_uri()) for i in injection.conda}
+    )
+    metadata = layout.PackMetadata(layout.FORMAT_VERSION, __version__, env.platform, origins)
+    (root / layout.METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
+    wheel_specs = [f"{w.name}=={w.version}" for w in wheels]
+    wheel_specs += [f"{w.name}=={w.version}" for w in injection.wheels]
+    (root / layout.ENVIRONMENT_FILE).write_text(
+        layout.environment_yml([layout.conda_spec(r) for _, _, r in records], wheel_specs),
+        encoding="utf-8",
+    )
+
+
+def _place(fetched: Mapping[str, Path], artifact: Artifact, fetch_root: Path, destination: Path) -> None:
+    """Move a fetched file to its place in the pack (a rename: same folder tree)."""
+    source = fetched.get(artifact.relative_path) or fetch_root / artifact.relative_path
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        source.relative_to(fetch_root)
+    except ValueError:
+        # Not ours to move (e.g. a path inside the cache): copy it instead.
+        shutil.copyfile(source, destination)
+    else:
+        os.replace(source, destination)
+
+
+def _to_stdout(root: Path, reporter: Reporter) -> int:
+    """Stream the tar to standard output; nothing else may be written there."""
+    sink = sys.stdout.buffer
+    try:
+        size = archive.write_tar(root, sink, reporter)
+        sink.flush()
+    except BrokenPipeError:
+        raise PackError("standard output was closed before the pack was written") from None
+    return size

@@ -6,12 +6,32 @@ The unpack helper owns this file and may add fields (with defaults) but not rena
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from conda_pixi_pack.activation import resolve_shell, script_path, write_activation_script
+from conda_pixi_pack.errors import PackError, UserCancelled
+from conda_pixi_pack.extract import extract_tar
+from conda_pixi_pack.layout import conda_spec
+from conda_pixi_pack.progress import Reporter
+from conda_pixi_pack.targets import (
+    TEMP_PREFIX,
+    PrefixSwap,
+    check_prefix,
+    make_dirs,
+    remove_created,
+    resolve_prefix,
+    rmtree,
+)
+from conda_pixi_pack.validate import current_platform, validate_pack
+
 if TYPE_CHECKING:
-    from conda_pixi_pack.progress import Reporter
+    from conda_pixi_pack.validate import ValidatedPack
 
 Installer = Literal["conda", "rattler"]
 
@@ -49,8 +69,182 @@ class UnpackResult:
     wheels: list[str]  # wheel file names
     activation_script: Path | None  # None with dry_run
     dry_run: bool = False
+    #: True when ``--force`` replaced an existing environment.
+    replaced: bool = False
+    #: ``pixi-pack-version`` of the pack (the tool that wrote it).
+    pack_tool_version: str | None = None
+
+
+@dataclass
+class _Undo:
+    """What this run has created so far, so that a failure can take exactly that back."""
+
+    created_dirs: list[Path] = field(default_factory=list)
+    work_dir: Path | None = None
+    swap: PrefixSwap | None = None
+    new_prefix: Path | None = None
+    #: The prefix existed as an empty folder: emptied again rather than removed.
+    keep_prefix_dir: bool = False
+    script: Path | None = None
+
+    def rollback(self, reporter: Reporter) -> None:
+        if self.script is not None:
+            rmtree(self.script, reporter)
+        if self.new_prefix is not None:
+            rmtree(self.new_prefix, reporter)
+            if self.keep_prefix_dir:
+                self.new_prefix.mkdir(exist_ok=True)
+        if self.swap is not None:
+            self.swap.rollback(reporter)
+        self.cleanup(reporter)
+
+    def cleanup(self, reporter: Reporter) -> None:
+        if self.work_dir is not None and (self.swap is None or self.swap.moved is None):
+            rmtree(self.work_dir, reporter)
+        remove_created(self.created_dirs)
+
+
+def conda_importable() -> bool:
+    """True when conda can be imported (found *and* importable: a broken install counts as absent)."""
+    if importlib.util.find_spec("conda") is None:
+        return False
+    try:
+        import conda.core.link  # noqa: F401
+    except Exception:  # any import-time failure means the conda backend cannot work
+        return False
+    return True
+
+
+def choose_installer(requested: Installer | None) -> Installer:
+    """``requested``, or conda when importable, else rattler."""
+    if requested == "rattler":
+        return "rattler"
+    if conda_importable():
+        return "conda"
+    if requested == "conda":
+        raise PackError(
+            "the conda installer needs conda, which is not importable here",
+            "use --installer rattler",
+        )
+    return "rattler"
+
+
+def _open_source(options: UnpackOptions, undo: _Undo, work_parent: Path, reporter: Reporter) -> Path:
+    """The root of the pack: a folder pack as it is, or a tar extracted into a private folder."""
+    source = options.source
+    if not options.from_stdin:
+        if source.is_dir():
+            return Path(os.path.abspath(source))
+        if not source.exists():
+            raise PackError(f"pack {source} does not exist", "give the path of a pack file or folder")
+    try:
+        undo.work_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=work_parent))
+    except OSError as exc:
+        raise PackError(f"cannot create a temporary folder in {work_parent}: {exc.strerror or exc}") from None
+    root = undo.work_dir / "pack"
+    root.mkdir()
+    extract_tar(sys.stdin.buffer if options.from_stdin else source, root, reporter)
+    return root
+
+
+def _install(
+    installer: Installer, pack: ValidatedPack, prefix: Path, options: UnpackOptions, reporter: Reporter
+) -> None:
+    # Imported here: conda must not be imported unless its backend is used, and the wheel
+    # installer only when there are wheels.
+    if installer == "conda":
+        from conda_pixi_pack.install.conda import install_with_conda
+
+        install_with_conda(pack.packages, prefix, pkgs_dir=options.pkgs_dir, reporter=reporter)
+    else:
+        from conda_pixi_pack.install.rattler import install_with_rattler
+
+        install_with_rattler(pack.packages, prefix, pkgs_dir=options.pkgs_dir, reporter=reporter)
+    if pack.wheels:
+        from conda_pixi_pack.install.wheels import install_wheels
+
+        install_wheels(prefix, pack.wheels, reporter=reporter)
 
 
 def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackResult:
-    """Create the environment described by ``options``; raises PackError, rolls back on failure."""
-    raise NotImplementedError
+    """Create the environment described by ``options``; raises PackError, rolls back on failure.
+
+    Order matters for all-or-nothing: every check (options, target, pack contents and checksums)
+    runs before the target is touched; an environment being replaced is only moved aside, and
+    the activation script is written last, atomically.
+    """
+    reporter = reporter or Reporter()
+    platform = current_platform()
+    shell = resolve_shell(options.shell, platform)
+    installer = choose_installer(options.installer)
+    prefix = resolve_prefix(
+        output_directory=options.output_directory,
+        env_name=options.env_name,
+        name=options.name,
+        prefix=options.prefix,
+    )
+    output_directory = Path(os.path.abspath(options.output_directory))
+    replace = check_prefix(prefix, force=options.force)
+    undo = _Undo()
+    try:
+        if options.dry_run:
+            work_parent = prefix.parent if prefix.parent.is_dir() else Path(tempfile.gettempdir())
+        else:
+            undo.created_dirs += make_dirs(prefix.parent)
+            work_parent = prefix.parent
+        root = _open_source(options, undo, work_parent, reporter)
+        if replace and (root == prefix or prefix in root.parents):
+            raise PackError(f"the pack {root} is inside the environment {prefix} it would replace")
+        pack = validate_pack(root, reporter, platform=platform)
+        result = UnpackResult(
+            prefix=prefix,
+            installer=installer,
+            platform=platform,
+            conda_packages=sorted(conda_spec(p.record) for p in pack.packages),
+            wheels=[w.name for w in pack.wheels],
+            activation_script=None,
+            dry_run=options.dry_run,
+            replaced=replace,
+            pack_tool_version=pack.metadata.tool_version,
+        )
+        if options.dry_run:
+            undo.cleanup(reporter)
+            return result
+        undo.created_dirs += make_dirs(output_directory)
+        if replace:
+            assert undo.work_dir is not None or root.is_dir()
+            undo.swap = PrefixSwap(prefix, undo.work_dir or _aside_dir(undo, prefix))
+            undo.swap.move_aside()
+        undo.keep_prefix_dir = prefix.is_dir()
+        undo.new_prefix = prefix
+        reporter.info(f"Installing {len(pack.packages)} packages into {prefix} with {installer}")
+        _install(installer, pack, prefix, options, reporter)
+        undo.script = script_path(output_directory, shell)
+        result.activation_script = write_activation_script(prefix, shell, platform, output_directory)
+        if undo.swap is not None:
+            undo.swap.commit(reporter)
+        undo.cleanup(reporter)
+        reporter.info(f"Unpacked into {prefix}; activate it with {result.activation_script}")
+        return result
+    except KeyboardInterrupt:
+        undo.rollback(reporter)
+        raise UserCancelled() from None
+    except PackError:
+        undo.rollback(reporter)
+        raise
+    except OSError as exc:
+        undo.rollback(reporter)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise PackError(f"unpacking failed: {exc.strerror or exc}{where}") from exc
+    except BaseException as exc:
+        undo.rollback(reporter)
+        if not isinstance(exc, Exception):
+            raise
+        # Backend errors (e.g. conda's) are failures of this unpack too: one message, traceback chained.
+        raise PackError(f"unpacking failed: {exc}") from exc
+
+
+def _aside_dir(undo: _Undo, prefix: Path) -> Path:
+    """A temp folder beside ``prefix`` to move the replaced environment into (folder packs)."""
+    undo.work_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=prefix.parent))
+    return undo.work_dir

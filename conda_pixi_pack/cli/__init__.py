@@ -1,0 +1,196 @@
+"""The command line: one parser factory behind ``conda pixi-pack``, ``conda-pixi-pack`` and ``python -m``.
+
+:func:`configure_parser` builds the ``pack``/``unpack`` subcommands on any parser (conda's or a
+plain one); :func:`main` is the standalone entry point and owns error rendering there. Under conda,
+``cli/conda_cli.py`` hands errors to conda's own handler instead. Nothing heavy (rattler, rich, the
+core) is imported at module level: conda builds this parser on every conda command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from conda_pixi_pack import __version__
+from conda_pixi_pack.errors import PackError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+#: Name of the console script, used as ``prog`` of the standalone parser.
+PROG: Final = "conda-pixi-pack"
+#: One sentence shown by ``--help`` (and by ``conda --help`` through the plugin's summary).
+DESCRIPTION: Final = (
+    "Pack a pixi-locked environment into an offline archive (pixi-pack format 1), "
+    "and unpack one as a conda environment."
+)
+#: Options that conda's argparse helpers add under conda and the standalone CLI does not need.
+CONDA_ONLY_OPTIONS: Final = frozenset({"--console", "--debug", "--trace"})
+#: Group title shared with conda's ``add_parser_json`` so ``--help`` reads the same in both worlds.
+OUTPUT_GROUP: Final = "Output, Prompt, and Flow Control Options"
+#: Exit code of a shell after Ctrl-C.
+INTERRUPTED_EXIT: Final = 130
+
+
+class UsageError(PackError):
+    """Flags that parse but contradict each other; exit 2 like argparse's own usage errors."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Output:
+    """How to talk to the user; from the flags standalone, from conda's ``context`` under conda."""
+
+    json: bool = False
+    verbosity: int = 0
+    quiet: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Output:
+        # conda's helpers default to its NULL sentinel (falsy, not an int): normalise here, once
+        verbosity = args.verbosity if isinstance(args.verbosity, int) else 0
+        return cls(json=bool(args.json), verbosity=verbosity, quiet=bool(args.quiet))
+
+
+def add_output_options(parser: argparse.ArgumentParser, *, conda: bool, prompt: bool) -> None:
+    """``--json``, ``-v``, ``-q`` (and with ``prompt``: ``-d/--dry-run``, ``-y/--yes``).
+
+    Under conda these come from ``conda.cli.helpers`` so they mean what they mean in every conda
+    command; standalone the same flags are declared here.
+    """
+    if conda:
+        from conda.cli.helpers import add_output_and_prompt_options, add_parser_json
+
+        (add_output_and_prompt_options if prompt else add_parser_json)(parser)
+        return
+    group = parser.add_argument_group(OUTPUT_GROUP)
+    group.add_argument(
+        "--json",
+        action="store_true",
+        help="Print one JSON object with the result (or the error) on stdout, and nothing else.",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        dest="verbosity",
+        help="Show details, and the traceback of an error.",
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="Show no progress, only warnings and errors."
+    )
+    if prompt:
+        group.add_argument(
+            "-d", "--dry-run", action="store_true", help="Only display what would have been done."
+        )
+        group.add_argument(
+            "-y", "--yes", action="store_true", help="Accepted for conda compatibility; never prompts."
+        )
+
+
+def add_prefix_options(parser: argparse.ArgumentParser, *, conda: bool) -> None:
+    """``-n/--name`` and ``-p/--prefix``, mutually exclusive (conda's own helper under conda)."""
+    if conda:
+        from conda.cli.helpers import add_parser_prefix
+
+        add_parser_prefix(parser)
+        return
+    group = parser.add_argument_group("Target Environment Specification")
+    exclusive = group.add_mutually_exclusive_group()
+    exclusive.add_argument(
+        "-n", "--name", metavar="ENVIRONMENT", help="Name of environment (in conda's envs directories)."
+    )
+    exclusive.add_argument(
+        "-p", "--prefix", metavar="PATH", help="Full path to environment location (i.e. prefix)."
+    )
+
+
+class _PrintHelp:
+    """The action of a bare command: print its help and succeed, as ``conda env`` does."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+
+    def __call__(self, args: argparse.Namespace, output: Output | None = None) -> int:
+        self.parser.print_help()
+        return 0
+
+
+def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) -> None:
+    """Add ``--version`` and the ``pack``/``unpack`` subcommands to ``parser``.
+
+    Every subcommand sets ``func`` to its ``execute(args, output) -> int``; without a subcommand
+    ``func`` prints the help.
+    """
+    from conda_pixi_pack.cli import pack, unpack
+
+    if not parser.description:
+        parser.description = DESCRIPTION
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+    parser.set_defaults(func=_PrintHelp(parser))
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for module in (pack, unpack):
+        sub = commands.add_parser(module.NAME, help=module.SUMMARY, description=module.SUMMARY)
+        module.configure_parser(sub, conda=conda)
+        sub.set_defaults(func=module.execute)
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The standalone parser (the console script and ``python -m``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    # a bare command has no output flags; these defaults only exist standalone, since under conda
+    # they would hide conda's own ``--json``/``-v`` given before the subcommand
+    parser.set_defaults(json=False, verbosity=0, quiet=False)
+    configure_parser(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Run the standalone CLI; returns the exit code (``sys.exit(main())``).
+
+    Bad flags exit 2 through argparse. A :class:`PackError` is one line on stderr (or a JSON
+    error object on stdout with ``--json``) and its exit code; anything else is a bug: one line,
+    exit 1, and the traceback with ``-v``.
+    """
+    args = build_parser(prog).parse_args(argv)
+    output = Output.from_args(args)
+    try:
+        return args.func(args, output)
+    except PackError as exc:
+        return report_error(exc, output, exc.exit_code, str(exc))
+    except KeyboardInterrupt as exc:
+        return report_error(exc, output, INTERRUPTED_EXIT, "interrupted")
+    except Exception as exc:
+        line = f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback; please report it)"
+        return report_error(exc, output, 1, line)
+
+
+def report_error(exc: BaseException, output: Output, code: int, line: str) -> int:
+    """Render one error the standalone way and return ``code``.
+
+    With ``--json`` the object has conda's shape (``error``, ``exception_name``,
+    ``exception_type``, ``message``) plus ``hint``, so scripts parse both worlds alike.
+    """
+    if output.verbosity:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if output.json:
+        name = type(exc).__name__
+        message = str(exc) if isinstance(exc, PackError) else line
+        document = {
+            "error": f"{name}: {message}",
+            "exception_name": name,
+            "exception_type": str(type(exc)),
+            "message": message,
+            "hint": exc.hint if isinstance(exc, PackError) else None,
+            "return_code": code,
+        }
+        print(json.dumps(document, indent=2, sort_keys=True), flush=True)
+    else:
+        print(f"error: {line}", file=sys.stderr, flush=True)
+    return code

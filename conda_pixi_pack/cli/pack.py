@@ -1,0 +1,187 @@
+"""``pack``: flags -> :class:`~conda_pixi_pack.pack.PackOptions` -> :func:`~conda_pixi_pack.pack.pack`.
+
+Flags follow pixi-pack's (``-e``, ``-p``, ``-o``, ``-i/--inject``, ``--use-cache``, ...); the core
+is imported inside the functions because conda builds this parser on every conda command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from conda_pixi_pack.cli import Output, UsageError, add_output_options
+from conda_pixi_pack.errors import PackError
+
+if TYPE_CHECKING:
+    from conda_pixi_pack.pack import PackOptions
+
+#: Subcommand name.
+NAME: Final = "pack"
+#: One line for the command list and the subcommand's ``--help``.
+SUMMARY: Final = "Pack the environment of a pixi.lock into an offline archive (pixi-pack format 1)."
+#: ``-o`` value meaning standard output.
+STDOUT: Final = "-"
+#: pixi-pack's default outputs: the archive, or the folder with ``--directory-only``.
+DEFAULT_ARCHIVE: Final = "environment.tar"
+DEFAULT_DIRECTORY: Final = "environment"
+
+
+class _ManifestAction(argparse.Action):
+    """Shared by the positional and ``-m``: they mean the same, so giving both is a usage error."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        if values is None:  # the optional positional, absent
+            return
+        if getattr(namespace, self.dest) is not None:
+            raise argparse.ArgumentError(self, "give the manifest either as an argument or with -m, not both")
+        setattr(namespace, self.dest, values)
+
+
+def _path(value: str) -> Path:
+    """argparse ``type`` for paths: ``~`` is expanded even when the shell did not (``--flag=~/x``)."""
+    return Path(value).expanduser()
+
+
+def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) -> None:
+    """Declare the flags of ``pack``; ``conda`` selects conda's helpers for the shared ones."""
+    parser.add_argument(
+        "manifest",
+        nargs="?",
+        type=_path,
+        action=_ManifestAction,
+        metavar="MANIFEST",
+        help="pixi.toml, pyproject.toml or the project directory; pixi.lock beside it is packed "
+        "(default: the current directory).",
+    )
+    parser.add_argument(
+        "-m",
+        "--manifest-file",
+        dest="manifest",
+        type=_path,
+        action=_ManifestAction,
+        metavar="MANIFEST",
+        help="Same as the MANIFEST argument (pixi-pack's spelling).",
+    )
+    parser.add_argument(
+        "-e",
+        "--environment",
+        default="default",
+        help="Environment of the lock to pack (default: %(default)s).",
+    )
+    parser.add_argument(
+        "-p",
+        "--platform",
+        metavar="SUBDIR",
+        help="Platform to pack, such as linux-64 (default: the one this runs on).",
+    )
+    parser.add_argument(
+        "-o",
+        "--output-file",
+        dest="output",
+        metavar="FILE",
+        help=f"Where to write the pack; '{STDOUT}' writes the tar to stdout "
+        f"(default: {DEFAULT_ARCHIVE}, or {DEFAULT_DIRECTORY}/ with --directory-only).",
+    )
+    parser.add_argument(
+        "--directory-only", action="store_true", help="Write the pack as a folder instead of a tar."
+    )
+    parser.add_argument(
+        "--use-cache",
+        dest="cache_dir",
+        type=_path,
+        metavar="DIR",
+        help="Keep downloaded packages in DIR and reuse them (verified) on the next pack.",
+    )
+    parser.add_argument(
+        "-i",
+        "--inject",
+        action="append",
+        type=_path,
+        metavar="FILE",
+        help="Add a .conda, .tar.bz2 or .whl file to the pack (repeatable); "
+        "conda packages must fit the locked environment.",
+    )
+    parser.add_argument(
+        "--ignore-pypi-non-wheel",
+        action="store_true",
+        help="Skip PyPI source distributions (with a warning) instead of refusing to pack.",
+    )
+    parser.add_argument(
+        "--auth-file",
+        type=_path,
+        metavar="FILE",
+        help="rattler authentication file for private channels (default: $RATTLER_AUTH_FILE).",
+    )
+    parser.add_argument(
+        "--config",
+        dest="config_file",
+        type=_path,
+        metavar="FILE",
+        help="pixi/rattler config TOML: mirrors, S3 options, concurrency.downloads.",
+    )
+    add_output_options(parser, conda=conda, prompt=False)
+
+
+def options_from_args(args: argparse.Namespace) -> PackOptions:
+    """The one place flags become :class:`PackOptions` (tested flag by flag)."""
+    from conda_pixi_pack.pack import PackOptions
+
+    to_stdout = args.output == STDOUT
+    if to_stdout and args.directory_only:
+        raise UsageError(
+            "--directory-only writes a folder and cannot write to stdout (-o -)",
+            "give a folder name with -o, or drop --directory-only",
+        )
+    if to_stdout and args.json:
+        raise UsageError(
+            "--json and -o - would both write to stdout", "write the pack to a file with -o FILE"
+        )
+    if args.output is None or to_stdout:
+        output = Path(DEFAULT_DIRECTORY if args.directory_only else DEFAULT_ARCHIVE)
+    else:
+        output = _path(args.output)
+    options = PackOptions(
+        environment=args.environment,
+        platform=args.platform,
+        output=output,
+        to_stdout=to_stdout,
+        directory_only=args.directory_only,
+        cache_dir=args.cache_dir,
+        inject=list(args.inject or []),
+        ignore_pypi_non_wheel=args.ignore_pypi_non_wheel,
+        auth_file=args.auth_file,
+        config_file=args.config_file,
+    )
+    if args.manifest is not None:
+        options.manifest = args.manifest
+    return options
+
+
+def execute(args: argparse.Namespace, output: Output | None = None) -> int:
+    """Pack, render progress on stderr, and report the result (a line, or JSON on stdout)."""
+    from conda_pixi_pack.cli.render import ConsoleReporter, print_json, render_pack_result
+    from conda_pixi_pack.pack import pack
+
+    output = output or Output.from_args(args)
+    options = options_from_args(args)
+    if options.to_stdout and sys.stdout.isatty():
+        raise PackError(
+            "refusing to write the pack (a tar) to a terminal",
+            "redirect stdout to a file or a pipe, or give -o FILE",
+        )
+    with ConsoleReporter(output) as reporter:
+        result = pack(options, reporter)
+    # after the bars are stopped, so the result is the last thing on screen
+    if output.json:
+        print_json(result)
+    else:
+        render_pack_result(result, reporter)
+    return 0

@@ -1,0 +1,266 @@
+"""Showing the core's progress and results: rich bars on a terminal, plain lines otherwise.
+
+Everything goes to **stderr**: stdout carries only what was asked for (the tar of ``pack -o -``,
+the JSON of ``--json``, the package list of ``unpack --dry-run``). Every method may be called
+from worker threads: rich's Console and Progress take their own locks, the plain counters ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+import threading
+import time
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any, Final
+
+from rich.console import Console
+from rich.filesize import decimal
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
+
+from conda_pixi_pack.progress import Reporter, Task
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from rich.progress import Task as RichTask
+
+    from conda_pixi_pack.cli import Output
+    from conda_pixi_pack.pack import PackResult
+    from conda_pixi_pack.unpack import UnpackResult
+
+#: The unit the core uses for byte counts; shown as sizes with a transfer speed.
+BYTES: Final = "B"
+#: Prefix of a warning line (shown even with ``-q``).
+WARNING_PREFIX: Final = "warning:"
+#: How each activation script is loaded into the current shell, by its extension.
+ACTIVATE_COMMANDS: Final = {".ps1": ". {}", ".bat": "call {}"}
+
+
+def human_amount(amount: float, unit: str) -> str:
+    """``34.5 MB`` for bytes, ``12 packages`` for ``pkg``, ``3 files`` otherwise."""
+    if unit == BYTES:
+        return decimal(int(amount))
+    count = int(amount)
+    noun = "package" if unit == "pkg" else unit
+    return f"{count} {noun}" + ("" if count == 1 or noun.endswith("s") else "s")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 wheel``, ``2 wheels``."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+class _UnitColumn(ProgressColumn):
+    """Sizes for byte tasks and ``m/n`` for counts: one Progress holds both kinds of bars."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn()
+        self._count = MofNCompleteColumn()
+
+    def render(self, task: RichTask) -> Text:
+        return (self._bytes if task.fields.get("unit") == BYTES else self._count).render(task)
+
+
+class _SpeedColumn(ProgressColumn):
+    """Transfer speed, for byte tasks only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._speed = TransferSpeedColumn()
+
+    def render(self, task: RichTask) -> Text:
+        return self._speed.render(task) if task.fields.get("unit") == BYTES else Text("")
+
+
+class _CountingTask(Task):
+    """Counts what was done, so ``done`` can tell a finished stage from one cut short."""
+
+    def __init__(self, reporter: ConsoleReporter, description: str, total: float | None, unit: str) -> None:
+        self._reporter = reporter
+        self._lock = threading.Lock()
+        self._closed = False
+        self.description = description
+        self.total = total
+        self.unit = unit
+        self.completed: float = 0
+        self.started = time.monotonic()
+
+    def advance(self, amount: float = 1) -> None:
+        with self._lock:
+            self.completed += amount
+
+    def done(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._finish(self.total is None or self.completed >= self.total)
+
+    def _finish(self, finished: bool) -> None:
+        elapsed = time.monotonic() - self.started
+        if finished:
+            amount = human_amount(self.completed, self.unit)
+            self._reporter.info(f"{self.description}: done ({amount} in {elapsed:.1f}s)")
+        else:
+            done = human_amount(self.completed, self.unit)
+            total = human_amount(self.total or 0, self.unit)
+            self._reporter.debug(f"{self.description}: stopped after {done} of {total}")
+
+
+class _BarTask(_CountingTask):
+    """A rich bar; rich's Progress is thread-safe, so ``advance`` goes straight to it."""
+
+    def __init__(self, reporter: ConsoleReporter, progress: Progress, task_id: TaskID, *args: Any) -> None:
+        super().__init__(reporter, *args)
+        self._progress = progress
+        self._id = task_id
+
+    def advance(self, amount: float = 1) -> None:
+        super().advance(amount)
+        self._progress.advance(self._id, amount)
+
+    def _finish(self, finished: bool) -> None:
+        if finished and self.total is None:  # stop the pulsing of a bar of unknown length
+            self._progress.update(self._id, total=self.completed, completed=self.completed)
+        self._progress.stop_task(self._id)
+
+
+class ConsoleReporter(Reporter):
+    """The CLI's :class:`Reporter`; use as a context manager so live bars are stopped on exit.
+
+    Bars are drawn only when stderr is a terminal and the output is neither quiet nor JSON; in
+    plain mode a stage is a line when it starts and one when it is done. ``-q`` hides info,
+    ``-v`` shows debug, warnings always show.
+    """
+
+    def __init__(self, output: Output, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
+        self.show_info = not (output.quiet or output.json)
+        self.show_debug = output.verbosity > 0
+        self.bars = self.show_info and self.console.is_terminal
+        self._progress: Progress | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ConsoleReporter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display (bars stay on screen as they were)."""
+        with self._lock:
+            progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.stop()
+
+    def _live(self) -> Progress:
+        with self._lock:
+            if self._progress is None:
+                self._progress = Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description}", markup=False),
+                    BarColumn(),
+                    TaskProgressColumn(),
+                    _UnitColumn(),
+                    _SpeedColumn(),
+                    TimeElapsedColumn(),
+                    console=self.console,
+                    # stdout may be the pack itself (-o -): never let rich capture it
+                    redirect_stdout=False,
+                    redirect_stderr=False,
+                )
+                self._progress.start()
+            return self._progress
+
+    def task(self, description: str, total: float | None, unit: str = "pkg") -> Task:
+        args = (description, total, unit)
+        if self.bars:
+            progress = self._live()
+            return _BarTask(self, progress, progress.add_task(description, total=total, unit=unit), *args)
+        if self.show_info:
+            suffix = f" ({human_amount(total, unit)})" if total is not None else ""
+            self.info(f"{description}{suffix}…")
+        return _CountingTask(self, *args)
+
+    def info(self, message: str) -> None:
+        if self.show_info:
+            self.console.print(message)
+
+    def debug(self, message: str) -> None:
+        if self.show_debug:
+            self.console.print(Text(message, style="dim"))
+
+    def warn(self, message: str) -> None:
+        self.console.print(Text.assemble((WARNING_PREFIX, "bold yellow"), " ", message))
+
+    def result(self, message: str) -> None:
+        """A final line; hidden by ``-q`` like any info."""
+        self.info(message)
+
+
+def _jsonable(value: object) -> str:
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def print_json(result: PackResult | UnpackResult) -> None:
+    """The result dataclass as one JSON object on stdout (paths as strings)."""
+    document = dataclasses.asdict(result)
+    print(json.dumps(document, indent=2, default=_jsonable), flush=True)
+
+
+def render_pack_result(result: PackResult, reporter: ConsoleReporter) -> None:
+    """``Packed 12 conda packages and 2 wheels for linux-64 into environment.tar (34.5 MB)``."""
+    where = "stdout" if result.output is None else str(result.output)
+    reporter.result(
+        f"Packed {plural(result.conda_packages, 'conda package')} and {plural(result.wheels, 'wheel')} "
+        f"for {result.platform} into {where} ({decimal(result.size)})"
+    )
+
+
+def activate_command(script: PurePath) -> str:
+    """How to load ``activate.<ext>`` into the current shell (``source`` for POSIX-like shells)."""
+    return ACTIVATE_COMMANDS.get(script.suffix, "source {}").format(shlex.quote(str(script)))
+
+
+def render_unpack_result(result: UnpackResult, reporter: ConsoleReporter, name: str | None = None) -> None:
+    """The prefix, installer and counts, then how to activate; a dry run lists packages on stdout."""
+    counts = (
+        f"{plural(len(result.conda_packages), 'conda package')} and {plural(len(result.wheels), 'wheel')}"
+    )
+    if result.dry_run:
+        for line in [*result.conda_packages, *result.wheels]:
+            print(line)
+        sys.stdout.flush()
+        reporter.result(
+            f"Dry run: would install {counts} into {result.prefix} with {result.installer}; "
+            "nothing was written"
+        )
+        return
+    replaced = " (replacing the environment that was there)" if result.replaced else ""
+    reporter.result(f"Unpacked {counts} into {result.prefix} with {result.installer}{replaced}")
+    if result.activation_script is not None:
+        reporter.result(f"Activate it with: {activate_command(result.activation_script)}")
+    if name:
+        reporter.result(f"or, in a conda shell: conda activate {name}")

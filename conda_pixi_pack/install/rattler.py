@@ -1,0 +1,202 @@
+"""The rattler backend: py-rattler's installer (pixi-unpack's engine) on the pack's own records.
+
+Records come from the pack's ``channel/<subdir>/repodata.json`` read by rattler's own parser, with
+``file://`` URLs into the extracted pack, so nothing touches the network. Beyond pixi-unpack:
+
+- post-link scripts run (``execute_link_scripts=True``) and a failing one fails the install, as
+  with conda: both backends then build the same environment from the same pack. (pixi-unpack skips
+  them; a pack's packages are trusted to the same degree as the binaries they install.)
+- each ``conda-meta/<pkg>.json`` gets its original ``url``/``channel`` back from the pack's origins,
+  so ``conda list`` shows e.g. ``conda-forge`` and ``conda list --explicit`` the original URLs;
+- ``conda-meta/history`` gets a real revision (rattler leaves it empty), so
+  ``conda list --revisions`` works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from rattler import Channel, RepoData
+from rattler import install as rattler_install
+from rattler.install import InstallerReporter
+
+from conda_pixi_pack import __version__
+from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.layout import REPODATA_FILE
+
+if TYPE_CHECKING:
+    from rattler import RepoDataRecord
+
+    from conda_pixi_pack.install import PackedPackage
+    from conda_pixi_pack.progress import Reporter, Task
+
+#: How long, at most, a failed install waits for rattler's worker threads to finish (seconds).
+QUIET_TIMEOUT: Final = 30.0
+#: A failed install is over once the cache and prefix have not changed for this long (seconds).
+QUIET_INTERVAL: Final = 0.3
+#: Hosts whose channel URLs conda abbreviates to the channel name (``conda-forge``) in history.
+ANACONDA_ORG: Final = "https://conda.anaconda.org/"
+
+
+class _Progress(InstallerReporter):
+    """Forwards rattler's link events to our Reporter and remembers failed post-link scripts."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.failed_post_links: list[str] = []
+        self._scripts: dict[int, str] = {}
+
+    def on_link_complete(self, index: int) -> None:
+        self.task.advance(1)
+
+    def on_post_link_start(self, package_name: str, script_path: str) -> int:
+        self._scripts[len(self._scripts)] = package_name
+        return len(self._scripts) - 1
+
+    def on_post_link_complete(self, index: int, success: bool) -> None:
+        if not success:
+            self.failed_post_links.append(self._scripts.get(index, "?"))
+
+
+def _records(packages: list[PackedPackage]) -> list[RepoDataRecord]:
+    """rattler's records for exactly ``packages``, parsed from their subdir's repodata.json."""
+    wanted: dict[Path, set[str]] = {}
+    for package in packages:
+        wanted.setdefault(package.path.parent, set()).add(package.file_name)
+    records: list[RepoDataRecord] = []
+    for subdir_dir, names in wanted.items():
+        channel = Channel(subdir_dir.parent.resolve().as_uri())
+        repodata = RepoData.from_path(subdir_dir / REPODATA_FILE)
+        records += [r for r in repodata.into_repo_data(channel) if r.file_name in names]
+    return records
+
+
+def _channel_name(channel: str) -> str:
+    """conda's short channel name for history lines (``conda-forge`` for its anaconda.org URL);
+    written by hand because conda's ``Channel`` must not be imported by this backend."""
+    channel = channel.rstrip("/")
+    if channel.startswith(ANACONDA_ORG):
+        return channel[len(ANACONDA_ORG) :]
+    return channel
+
+
+def _meta_path(prefix: Path, record: dict[str, Any]) -> Path:
+    return prefix / "conda-meta" / f"{record['name']}-{record['version']}-{record['build']}.json"
+
+
+def _restore_provenance(prefix: Path, packages: list[PackedPackage]) -> None:
+    """Put the original URL and channel back into conda-meta (where rattler wrote file:// ones)."""
+    for package in packages:
+        if package.origin is None:
+            continue
+        path = _meta_path(prefix, package.record)
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta["url"] = package.origin.url
+        # "<channel>/<subdir>/<file name>" -> "<channel>/" when the pack did not name the channel.
+        meta["channel"] = package.origin.channel or package.origin.url.rsplit("/", 2)[0] + "/"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def _write_history(prefix: Path, packages: list[PackedPackage]) -> None:
+    """One conda-style revision listing every package, unless rattler already wrote one."""
+    history = prefix / "conda-meta" / "history"
+    if history.is_file() and history.read_text(encoding="utf-8").strip():
+        return
+    lines = [
+        f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} <==",
+        f"# cmd: conda-pixi-pack unpack (conda-pixi-pack {__version__}, rattler backend)",
+    ]
+    dists = []
+    for package in packages:
+        meta = json.loads(_meta_path(prefix, package.record).read_text(encoding="utf-8"))
+        record = package.record
+        dists.append(
+            f"+{_channel_name(str(meta.get('channel') or ''))}::"
+            f"{record['name']}-{record['version']}-{record['build']}"
+        )
+    history.write_text("\n".join(lines + sorted(dists)) + "\n", encoding="utf-8")
+
+
+def _snapshot(folders: list[Path]) -> set[tuple[str, int, int]]:
+    found = set()
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            for name in dirnames + filenames:
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                found.add((os.path.join(dirpath, name), st.st_size, st.st_mtime_ns))
+    return found
+
+
+def _wait_until_quiet(folders: list[Path]) -> None:
+    """After a failed install, wait until rattler's leftover workers stop writing.
+
+    rattler returns the first error while extraction/link tasks it already started keep running
+    in its own threads; cleaning up under them would leave files behind. Only used on failure.
+    """
+    deadline = time.monotonic() + QUIET_TIMEOUT
+    before = _snapshot(folders)
+    while time.monotonic() < deadline:
+        time.sleep(QUIET_INTERVAL)
+        after = _snapshot(folders)
+        if after == before:
+            return
+        before = after
+
+
+def install_with_rattler(
+    packages: list[PackedPackage], prefix: Path, *, pkgs_dir: Path | None, reporter: Reporter
+) -> None:
+    """Install ``packages`` into the new ``prefix`` with rattler; raises PackError on any failure.
+
+    ``pkgs_dir`` keeps the extracted packages for later runs; without it they go to a temporary
+    folder beside ``prefix`` (same file system, so rattler can hard-link) removed at the end.
+    """
+    records = _records(packages)
+    temp_cache = None
+    if pkgs_dir is None:
+        temp_cache = tempfile.TemporaryDirectory(
+            prefix=".conda-pixi-pack-cache-", dir=prefix.parent, ignore_cleanup_errors=True
+        )
+    cache = pkgs_dir if pkgs_dir is not None else Path(temp_cache.name)  # type: ignore[union-attr]
+    task = reporter.task("Installing packages", len(records), "pkg")
+    progress = _Progress(task)
+    try:
+        asyncio.run(
+            rattler_install(
+                records,
+                prefix,
+                cache_dir=cache,
+                installed_packages=[],
+                execute_link_scripts=True,
+                show_progress=False,
+                reporter=progress,
+            )
+        )
+    except BaseException as exc:
+        _wait_until_quiet([cache, prefix])
+        if not isinstance(exc, Exception):
+            raise
+        # rattler raises its own types for broken packages, link errors, ...
+        raise PackError(f"installing the packages into {prefix} failed: {exc}") from exc
+    finally:
+        task.done()
+        if temp_cache is not None:
+            temp_cache.cleanup()
+    if progress.failed_post_links:
+        raise PackError(
+            f"the post-link script of {', '.join(sorted(progress.failed_post_links))} failed",
+            "see the package's documentation; the environment was not created",
+        )
+    _restore_provenance(prefix, packages)
+    _write_history(prefix, packages)

@@ -1,0 +1,168 @@
+"""Check an extracted pack before anything is installed from it.
+
+What pixi-unpack checks (metadata version, platform) plus what it does not (each package's size and
+checksum against its ``repodata.json`` record). Like pixi-unpack, the packages installed are exactly
+those the ``repodata.json`` files list; other files in ``channel/`` are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from conda_pixi_pack import __version__
+from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.install import PackedPackage
+from conda_pixi_pack.layout import (
+    CHANNEL_DIR,
+    CONDA_SUFFIX,
+    PYPI_DIR,
+    TAR_BZ2_SUFFIX,
+    WHEEL_SUFFIX,
+    PackMetadata,
+    read_metadata,
+    read_repodata,
+)
+
+if TYPE_CHECKING:
+    from conda_pixi_pack.progress import Reporter, Task
+
+#: Read size while hashing: the files can be hundreds of MB, memory must not follow.
+HASH_CHUNK: Final = 1 << 20
+#: Hashing threads: hashlib releases the GIL on large updates, so a few threads use the disk and
+#: the cores well without oversubscribing small machines.
+HASH_WORKERS: Final = min(4, os.cpu_count() or 1)
+#: Hint for every damaged-package error.
+DAMAGED_HINT: Final = "the pack is damaged or incomplete; copy or build it again"
+
+
+@dataclass(frozen=True)
+class ValidatedPack:
+    """An extracted pack whose metadata, package files and wheels have all been checked."""
+
+    root: Path
+    metadata: PackMetadata
+    packages: list[PackedPackage]
+    wheels: list[Path]
+
+
+def current_platform() -> str:
+    """This machine's conda subdir, as rattler names it (``linux-64``, ``osx-arm64``, ...)."""
+    from rattler import Subdir
+
+    return str(Subdir.current())
+
+
+def _check_metadata(root: Path, platform: str, reporter: Reporter) -> PackMetadata:
+    metadata = read_metadata(root)
+    if metadata.platform != platform:
+        raise PackError(
+            f"the pack is for {metadata.platform} but this machine is {platform}",
+            f"pack the environment again with --platform {platform}",
+        )
+    if metadata.tool_version != __version__:
+        reporter.warn(
+            f"the pack was written by pixi-pack version {metadata.tool_version}, "
+            f"this is {__version__}; unpacking anyway"
+        )
+    return metadata
+
+
+def _safe_file_name(subdir: str, file_name: str) -> None:
+    """Refuse a repodata key that is not a plain package file name (it becomes a path)."""
+    if (
+        Path(file_name).name != file_name
+        or "\\" in file_name
+        or not file_name.endswith((CONDA_SUFFIX, TAR_BZ2_SUFFIX))
+    ):
+        raise PackError(
+            f"broken pack: {CHANNEL_DIR}/{subdir}/repodata.json lists {file_name!r}, "
+            "which is not a package file name",
+            DAMAGED_HINT,
+        )
+
+
+def _verify(package: PackedPackage, task: Task) -> None:
+    """Stream the file once: size and sha256 (or md5 where the record has no sha256)."""
+    record = package.record
+    label = f"{CHANNEL_DIR}/{package.subdir}/{package.file_name}"
+    try:
+        size = package.path.stat().st_size
+    except FileNotFoundError:
+        raise PackError(
+            f"broken pack: {label} is listed in repodata.json but missing", DAMAGED_HINT
+        ) from None
+    expected_size = record.get("size")
+    if isinstance(expected_size, int) and size != expected_size:
+        raise PackError(
+            f"broken pack: {label} has {size} bytes, its record says {expected_size}", DAMAGED_HINT
+        )
+    algorithm = "sha256" if record.get("sha256") else "md5" if record.get("md5") else None
+    if algorithm is None:
+        task.advance(size)
+        return
+    digest = hashlib.new(algorithm)
+    with open(package.path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+            task.advance(len(chunk))
+    if digest.hexdigest() != str(record[algorithm]).lower():
+        raise PackError(f"broken pack: {label} does not match its {algorithm} in repodata.json", DAMAGED_HINT)
+
+
+def _collect_packages(root: Path, metadata: PackMetadata) -> list[PackedPackage]:
+    if not (root / CHANNEL_DIR).is_dir():
+        raise PackError(f"broken pack: the {CHANNEL_DIR}/ folder is missing", DAMAGED_HINT)
+    packages: list[PackedPackage] = []
+    for subdir, records in read_repodata(root).items():
+        for file_name in sorted(records):
+            _safe_file_name(subdir, file_name)
+            record: dict[str, Any] = records[file_name]
+            if not isinstance(record, dict) or not record.get("name"):
+                raise PackError(
+                    f"broken pack: the record of {CHANNEL_DIR}/{subdir}/{file_name} is malformed",
+                    DAMAGED_HINT,
+                )
+            packages.append(
+                PackedPackage(
+                    subdir=subdir,
+                    file_name=file_name,
+                    path=root / CHANNEL_DIR / subdir / file_name,
+                    record=record,
+                    origin=metadata.origins.get(f"{subdir}/{file_name}"),
+                )
+            )
+    return packages
+
+
+def _collect_wheels(root: Path, packages: list[PackedPackage]) -> list[Path]:
+    pypi = root / PYPI_DIR
+    wheels = sorted(p for p in pypi.glob(f"*{WHEEL_SUFFIX}") if p.is_file()) if pypi.is_dir() else []
+    if wheels and not any(p.record.get("name") == "python" for p in packages):
+        raise PackError(
+            f"the pack holds {len(wheels)} wheel(s) in {PYPI_DIR}/ "
+            "but no python package to install them into",
+            "add python to the environment, then pack it again",
+        )
+    return wheels
+
+
+def validate_pack(root: Path, reporter: Reporter, *, platform: str | None = None) -> ValidatedPack:
+    """Check the extracted pack at ``root`` for ``platform`` (default: this machine)."""
+    metadata = _check_metadata(root, platform or current_platform(), reporter)
+    packages = _collect_packages(root, metadata)
+    wheels = _collect_wheels(root, packages)
+    total = sum(int(p.record.get("size") or 0) for p in packages)
+    task = reporter.task("Verifying packages", total or None, "B")
+    try:
+        with ThreadPoolExecutor(HASH_WORKERS) as pool:
+            # list() re-raises the first failure; the pool waits for the others before leaving.
+            list(pool.map(lambda p: _verify(p, task), packages))
+    finally:
+        task.done()
+    reporter.debug(f"pack verified: {len(packages)} conda packages, {len(wheels)} wheels")
+    return ValidatedPack(root, metadata, packages, wheels)

@@ -1,0 +1,92 @@
+"""Activation scripts from py-rattler's activator, one per supported shell."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import TYPE_CHECKING
+
+import pytest
+
+from conda_pixi_pack.activation import SHELLS, resolve_shell, write_activation_script
+from conda_pixi_pack.errors import PackError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@pytest.fixture
+def prefix(tmp_path: Path) -> Path:
+    """A minimal environment: one program and one activate.d script per script kind."""
+    env = tmp_path / "env"
+    (env / "bin").mkdir(parents=True)
+    (env / "conda-meta").mkdir()
+    hello = env / "bin" / "hello-env"
+    hello.write_text('#!/bin/sh\necho "hello from $CONDA_PREFIX"\n')
+    hello.chmod(0o755)
+    activate_d = env / "etc" / "conda" / "activate.d"
+    activate_d.mkdir(parents=True)
+    (activate_d / "fixture.sh").write_text('export FIXTURE_ACTIVATED="yes"\n')
+    (activate_d / "fixture.fish").write_text('set -gx FIXTURE_ACTIVATED "yes"\n')
+    return env
+
+
+@pytest.mark.parametrize(
+    ("shell", "file_name", "expected"),
+    [
+        ("bash", "activate.sh", ["export CONDA_PREFIX=", "activate.d/fixture.sh"]),
+        ("zsh", "activate.sh", ["export CONDA_PREFIX=", "activate.d/fixture.sh"]),
+        ("fish", "activate.fish", ["set -gx CONDA_PREFIX", "activate.d/fixture.fish"]),
+        ("xonsh", "activate.xsh", ["$CONDA_PREFIX", "activate.d/fixture.sh"]),
+        ("powershell", "activate.ps1", ["${Env:CONDA_PREFIX}"]),
+        ("cmd", "activate.bat", ['@SET "CONDA_PREFIX=']),
+    ],
+    ids=list(SHELLS),
+)
+def test_every_shell(tmp_path: Path, prefix: Path, shell: str, file_name: str, expected: list[str]) -> None:
+    script = write_activation_script(prefix, shell, "linux-64", tmp_path)
+    assert script == tmp_path / file_name
+    text = script.read_text()
+    assert str(prefix / "bin") in text
+    for fragment in expected:
+        assert fragment in text
+    # The script prepends to the PATH of the shell that sources it, not to ours.
+    own_path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p]
+    assert not any(p in text for p in own_path if len(p) > 4)
+
+
+@pytest.mark.parametrize(
+    ("platform", "expected"),
+    [("linux-64", "bash"), ("osx-arm64", "bash"), ("win-64", "cmd")],
+    ids=["linux", "macos", "windows"],
+)
+def test_default_shell_follows_the_platform(platform: str, expected: str) -> None:
+    assert resolve_shell(None, platform) == expected
+
+
+def test_unknown_shell_lists_the_valid_ones(tmp_path: Path, prefix: Path) -> None:
+    with pytest.raises(PackError, match="unknown shell 'tcsh'") as excinfo:
+        write_activation_script(prefix, "tcsh", "linux-64", tmp_path)
+    assert excinfo.value.hint == "choose one of: bash, zsh, fish, xonsh, powershell, cmd"
+    assert not list(tmp_path.glob("activate*"))
+
+
+def test_replaces_an_old_script_without_leftovers(tmp_path: Path, prefix: Path) -> None:
+    (tmp_path / "activate.sh").write_text("old\n")
+    write_activation_script(prefix, "bash", "linux-64", tmp_path)
+    assert "CONDA_PREFIX" in (tmp_path / "activate.sh").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["activate.sh", "env"]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_sourced_in_bash(tmp_path: Path, prefix: Path) -> None:
+    script = write_activation_script(prefix, "bash", "linux-64", tmp_path)
+    out = subprocess.run(
+        ["bash", "-c", f'source "{script}" && echo "$FIXTURE_ACTIVATED" && hello-env'],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert out.stdout.splitlines() == ["yes", f"hello from {prefix}"]

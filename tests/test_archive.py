@@ -1,0 +1,229 @@
+"""The deterministic archive writer: order, headers, byte identity, atomicity, folder packs."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from conda_pixi_pack import archive
+from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.layout import TAR_MTIME
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+#: A name longer than the 100 bytes a tar header holds: needs a GNU long-name record.
+LONG_NAME = "channel/linux-64/" + "a-very-long-package-name-" * 4 + "1.0-h0123456_0.conda"
+
+TREE: dict[str, bytes] = {
+    "pixi-pack.json": b'{"version": "1"}\n',
+    "environment.yml": b"channels:\n",
+    "channel/noarch/repodata.json": b"{}\n",
+    "channel/noarch/z-1.0-0.tar.bz2": b"z" * 3000,
+    "channel/linux-64/repodata.json": b"{}\n",
+    "channel/linux-64/b-1.0-0.conda": b"b" * 1000,
+    LONG_NAME: b"long",
+    "pypi/w-1.0-py3-none-any.whl": b"wheel",
+}
+
+#: Depth-first, siblings sorted by name, directories as their own entries (pixi-pack's order).
+EXPECTED_ORDER = [
+    "channel/",
+    "channel/linux-64/",
+    LONG_NAME,
+    "channel/linux-64/b-1.0-0.conda",
+    "channel/linux-64/repodata.json",
+    "channel/noarch/",
+    "channel/noarch/repodata.json",
+    "channel/noarch/z-1.0-0.tar.bz2",
+    "environment.yml",
+    "pixi-pack.json",
+    "pypi/",
+    "pypi/w-1.0-py3-none-any.whl",
+]
+
+
+def make_tree(root: Path, files: Mapping[str, bytes], *, reverse: bool = False, mtime: int = 0) -> Path:
+    """Write ``files`` below ``root`` (optionally in reverse order, with a given mtime)."""
+    for name in sorted(files, reverse=reverse):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(files[name])
+        if mtime:
+            os.utime(path, (mtime, mtime))
+    return root
+
+
+def tar_names(data: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        return [m.name + ("/" if m.isdir() else "") for m in tar]
+
+
+def test_entries_depth_first_with_directories(tmp_path: Path) -> None:
+    make_tree(tmp_path, TREE, reverse=True)
+    names = [e.name + ("/" if e.is_dir else "") for e in archive.entries(tmp_path)]
+    assert names == EXPECTED_ORDER
+
+
+def test_tar_members_order_and_content(tmp_path: Path) -> None:
+    make_tree(tmp_path / "tree", TREE)
+    sink = io.BytesIO()
+    size = archive.write_tar(tmp_path / "tree", sink)
+    data = sink.getvalue()
+    assert size == len(data)
+    assert tar_names(data) == EXPECTED_ORDER
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for name, content in TREE.items():
+            extracted = tar.extractfile(name)
+            assert extracted is not None
+            assert extracted.read() == content
+
+
+def test_tar_headers_are_normalised(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "tree", TREE, mtime=1_600_000_000)
+    os.chmod(root / "pixi-pack.json", 0o600)
+    os.chmod(root / "environment.yml", 0o755)  # an executable bit on disk does not leak into the pack
+    sink = io.BytesIO()
+    archive.write_tar(root, sink)
+    data = sink.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        members = tar.getmembers()
+        for member in members:
+            assert member.mtime == TAR_MTIME, member.name
+            assert (member.uid, member.gid, member.uname, member.gname) == (0, 0, "", ""), member.name
+            assert member.mode == (0o755 if member.isdir() else 0o644), member.name
+            assert member.isdir() or member.isfile(), member.name
+            assert not member.pax_headers, member.name
+    # every header block is GNU ("ustar  \0") and none is a PAX record (type "x"/"g")
+    offset = 0
+    blocks = 0
+    while offset < len(data) and data[offset : offset + 512] != b"\0" * 512:
+        header = data[offset : offset + 512]
+        assert header[257:265] == b"ustar  \0"
+        assert header[156:157] in (b"0", b"5", b"L"), header[156:157]
+        size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        offset += 512 + (size + 511) // 512 * 512
+        blocks += 1
+    assert blocks == len(EXPECTED_ORDER) + 1  # + the GNU long-name record of LONG_NAME
+
+
+def test_byte_identical_whatever_the_disk_metadata(tmp_path: Path) -> None:
+    first = make_tree(tmp_path / "one" / "staging", TREE, mtime=1_000_000_000)
+    second = make_tree(tmp_path / "elsewhere" / "deeper" / "x", TREE, reverse=True, mtime=1_700_000_000)
+    for path in second.rglob("*"):
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    a = archive.write_archive(first, tmp_path / "a.tar")
+    b = archive.write_archive(second, tmp_path / "b.tar")
+    assert a == b
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+
+
+def test_write_archive_replaces_an_existing_file(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "tree", TREE)
+    target = tmp_path / "out" / "environment.tar"
+    target.parent.mkdir()
+    target.write_bytes(b"old pack")
+    size = archive.write_archive(root, target)
+    assert target.stat().st_size == size
+    assert tar_names(target.read_bytes()) == EXPECTED_ORDER
+    assert sorted(p.name for p in target.parent.iterdir()) == ["environment.tar"]
+    # the umask decides the mode, as for any file the user creates (not mkstemp's 0o600)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()], ids=["oserror", "ctrl-c"])
+def test_write_archive_failure_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    root = make_tree(tmp_path / "tree", TREE)
+    target = tmp_path / "out" / "environment.tar"
+    target.parent.mkdir()
+    target.write_bytes(b"old pack")
+    real_open = Path.open
+
+    def failing_open(self: Path, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        if self.name == "z-1.0-0.tar.bz2":  # half-way through the archive
+            raise error
+        return real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", failing_open)
+    with pytest.raises(type(error)):
+        archive.write_archive(root, target)
+    assert target.read_bytes() == b"old pack"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["environment.tar"]
+
+
+def test_refuses_a_symlink_in_the_tree(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "tree", TREE)
+    (root / "channel" / "noarch" / "link.conda").symlink_to("/etc/passwd")
+    with pytest.raises(PackError, match="link.conda: not a regular file"):
+        archive.write_tar(root, io.BytesIO())
+
+
+def test_write_tree_matches_the_tar(tmp_path: Path) -> None:
+    staging = make_tree(tmp_path / ".staging", TREE, mtime=1_600_000_000)
+    os.chmod(staging / "pixi-pack.json", 0o600)
+    sink = io.BytesIO()
+    archive.write_tar(staging, sink)
+    target = tmp_path / "pack"
+    size = archive.write_tree(staging, target)
+    assert not staging.exists()
+    assert size == sum(len(v) for v in TREE.values())
+    listed = [e.name + ("/" if e.is_dir else "") for e in archive.entries(target)]
+    assert listed == tar_names(sink.getvalue())
+    with tarfile.open(fileobj=io.BytesIO(sink.getvalue()), mode="r:") as tar:
+        for member in tar:
+            path = target / member.name
+            st = path.stat()
+            assert st.st_mode & 0o777 == member.mode, member.name
+            assert int(st.st_mtime) == member.mtime, member.name
+            if member.isfile():
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                assert path.read_bytes() == extracted.read()
+    assert target.stat().st_mode & 0o777 == 0o755
+
+
+def test_write_tree_never_replaces_a_non_empty_folder(tmp_path: Path) -> None:
+    staging = make_tree(tmp_path / ".staging", TREE)
+    target = tmp_path / "pack"
+    target.mkdir()
+    (target / "precious.txt").write_text("keep me")
+    with pytest.raises(PackError, match="already exists and is not empty"):
+        archive.write_tree(staging, target)
+    assert sorted(p.name for p in target.iterdir()) == ["precious.txt"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read from /proc/self/status")
+def test_streaming_a_large_file_keeps_memory_flat(tmp_path: Path) -> None:
+    """A 200 MB package is copied in chunks: peak RSS stays far below its size."""
+    root = tmp_path / "tree" / "channel" / "linux-64"
+    root.mkdir(parents=True)
+    big = root / "big-1.0-0.conda"
+    with big.open("wb") as handle:
+        block = os.urandom(1024 * 1024)
+        for _ in range(200):
+            handle.write(block)
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from conda_pixi_pack import archive
+        archive.write_archive(Path({str(tmp_path / "tree")!r}), Path({str(tmp_path / "out.tar")!r}))
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (pytest)
+        print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    peak_mib = int(result.stdout.strip()) / 1024  # kB
+    assert (tmp_path / "out.tar").stat().st_size > 200 * 1024 * 1024
+    assert peak_mib < 100, f"peak RSS {peak_mib:.0f} MiB while archiving a 200 MiB file"

@@ -1,0 +1,181 @@
+"""--use-cache: channel-shaped, tagged, verified hits without HTTP, atomic entries shared by packs."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from conda_pixi_pack import cache as cache_module
+from conda_pixi_pack.cache import CACHEDIR_TAG, Cache, file_mismatch
+from conda_pixi_pack.download import Artifact, NetworkSettings, fetch_all
+from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.lockfile import load
+from tests.test_download import SlowServer, artifact_for, leftovers
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from tests.conftest import Channel
+    from tests.support.server import ChannelServer
+
+
+@pytest.fixture
+def slow_server() -> Iterator[Callable[..., SlowServer]]:
+    servers: list[SlowServer] = []
+
+    def factory(files: dict[str, bytes], **kwargs: float) -> SlowServer:
+        servers.append(SlowServer(files, **kwargs))
+        return servers[-1]
+
+    yield factory
+    for server in servers:
+        server.close()
+
+
+def artifacts_of(project: Path) -> list[Artifact]:
+    env = load(project, "default", "linux-64")
+    return [c.artifact for c in env.conda] + [w.artifact for w in env.wheels]
+
+
+@pytest.fixture
+def project_server(
+    sample_channel: Channel, make_server: Callable[[Path], ChannelServer], make_project: Callable[..., Path]
+) -> tuple[Path, ChannelServer]:
+    server = make_server(sample_channel.root)
+    return make_project(["alpha", "beta", "noarch-data"], server=server, wheels=["fixture-wheel"]), server
+
+
+def test_cold_then_warm_makes_no_request(
+    project_server: tuple[Path, ChannelServer], sample_channel: Channel, tmp_path: Path
+) -> None:
+    project, server = project_server
+    artifacts = artifacts_of(project)
+    cache = tmp_path / "cache"
+    fetch_all(artifacts, tmp_path / "cold", network=NetworkSettings(), cache_dir=cache)
+    assert len(server.requests) == 4
+    tag = (cache / CACHEDIR_TAG).read_text()
+    assert tag.startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    for name in ("alpha", "beta", "noarch-data"):
+        rel = sample_channel.relpath(name)
+        assert (cache / rel).read_bytes() == sample_channel.packages[name].read_bytes()  # channel-shaped
+    assert (cache / "pypi/fixture_wheel-1.0-py3-none-any.whl").is_file()
+
+    server.reset()
+    paths = fetch_all(artifacts, tmp_path / "warm", network=NetworkSettings(), cache_dir=cache)
+    assert server.requests == []
+    for rel, path in paths.items():
+        assert path == tmp_path / "warm" / rel
+        assert path.stat().st_ino == (cache / rel).stat().st_ino  # hard-linked, not copied
+    assert leftovers(cache) == []
+
+
+def test_corrupt_entry_is_fetched_again(
+    project_server: tuple[Path, ChannelServer], sample_channel: Channel, tmp_path: Path
+) -> None:
+    project, server = project_server
+    artifacts = artifacts_of(project)
+    cache = tmp_path / "cache"
+    fetch_all(artifacts, tmp_path / "one", network=NetworkSettings(), cache_dir=cache)
+    rel = sample_channel.relpath("alpha")
+    good = (cache / rel).read_bytes()
+    (cache / rel).unlink()  # not in place: the first pack's hard link must keep its content
+    (cache / rel).write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))  # same size, wrong bytes
+    server.reset()
+    paths = fetch_all(artifacts, tmp_path / "two", network=NetworkSettings(), cache_dir=cache)
+    assert server.requests == [rel]
+    assert paths[rel].read_bytes() == good
+    assert (cache / rel).read_bytes() == good
+    assert (tmp_path / "one" / rel).read_bytes() == good
+
+
+def test_copy_when_hard_links_fail(
+    project_server: tuple[Path, ChannelServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, server = project_server
+    artifacts = artifacts_of(project)
+
+    def cross_device(src: object, dst: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(cache_module.os, "link", cross_device)
+    cache = tmp_path / "cache"
+    fetch_all(artifacts, tmp_path / "one", network=NetworkSettings(), cache_dir=cache)
+    server.reset()
+    paths = fetch_all(artifacts, tmp_path / "two", network=NetworkSettings(), cache_dir=cache)
+    assert server.requests == []
+    for rel, path in paths.items():
+        assert path.read_bytes() == (cache / rel).read_bytes()
+        assert path.stat().st_ino != (cache / rel).stat().st_ino
+
+
+def test_unusable_cache_folder(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(PackError, match="cannot use .* as a cache"):
+        Cache(tmp_path / "file" / "cache")
+
+
+def test_entries_appear_only_complete(slow_server: Callable[..., SlowServer], tmp_path: Path) -> None:
+    """While a slow download runs, the cache entry is either absent or whole (never half a file)."""
+    data = os.urandom(3_000_000)
+    server = slow_server({"slow.conda": data}, chunk_delay=0.01)
+    artifact = artifact_for(data, server.url("slow.conda"), name="slow.conda")
+    cache = tmp_path / "cache"
+    entry = cache / artifact.relative_path
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                seen.append("whole" if file_mismatch(entry, artifact) is None else "HALF")
+            except FileNotFoundError:
+                seen.append("absent")
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        fetch_all([artifact], tmp_path / "out", network=NetworkSettings(), cache_dir=cache)
+    finally:
+        done.set()
+        watcher.join()
+    assert "HALF" not in seen
+    assert seen.count("absent") > 5  # the watcher really looked during the download
+    assert entry.read_bytes() == data
+
+
+def test_two_packs_share_a_cache_concurrently(slow_server: Callable[..., SlowServer], tmp_path: Path) -> None:
+    files = {f"p{i}.conda": os.urandom(300_000 + i) for i in range(10)}
+    server = slow_server(files, chunk_delay=0.005)
+    artifacts = [artifact_for(d, server.url(n), name=n) for n, d in files.items()]
+    cache = tmp_path / "cache"
+    errors: list[BaseException] = []
+    results: list[dict[str, Path]] = []
+
+    def pack(index: int) -> None:
+        try:
+            results.append(
+                fetch_all(artifacts, tmp_path / f"pack{index}", network=NetworkSettings(), cache_dir=cache)
+            )
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pack, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for paths in results:
+        for art in artifacts:
+            assert hashlib.sha256(paths[art.relative_path].read_bytes()).hexdigest() == art.sha256
+    for art in artifacts:
+        assert file_mismatch(cache / art.relative_path, art) is None
+    assert leftovers(cache) == []
