@@ -1,0 +1,34 @@
+# Developer entry points; .ci/run calls `make test`, `make lint` and `make demo`.
+#
+#   make test                      pytest in $(VENV) (created with the test extras when missing)
+#   make test VENV=/work/venv      the same in an existing virtual environment
+#   make demo                      scripts/demo.sh: fresh venv, pack + unpack the bundled example
+#   make demo PYTHON=/path/python  the demo with an existing interpreter (conda backend if importable)
+#   make bench                     benchmarks/bench_pack.py and bench_unpack.py (minutes, ~2 GB of disk)
+
+BOOTSTRAP_PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench venv
+
+# Created only when missing, so that an existing environment (VENV=...) is never touched.
+$(BIN)/python:
+	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+venv: $(BIN)/python
+
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+
+demo:
+	scripts/demo.sh
+
+bench: venv
+	$(BIN)/python benchmarks/bench_pack.py
+	$(BIN)/python benchmarks/bench_unpack.py

@@ -1,0 +1,181 @@
+"""Time ``conda-pixi-pack unpack`` against its install engine alone, for both backends.
+
+- ``--installer conda`` vs ``python -m conda create --offline -p X --file explicit.txt`` on the same
+  package files (an ``@EXPLICIT`` list of ``file://`` URLs with their sha256);
+- ``--installer rattler`` vs a bare ``rattler.install`` of the same records (``file://`` URLs).
+
+The unpack is timed whole: outer tar extraction, validation, install and activation script.
+Every run starts from an empty package cache and a new prefix. Targets (issue 3): each within
+1.1x of its engine alone, peak memory under 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import synthetic
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Sequence
+
+MB: Final[int] = 1_000_000
+
+
+def _explicit_file(channel: Path, target: Path) -> Path:
+    """conda's explicit list of every package in ``channel``, with ``file://`` URLs and sha256."""
+    lines = ["@EXPLICIT"]
+    for repodata_path in sorted(channel.glob("*/repodata.json")):
+        repodata = json.loads(repodata_path.read_text())
+        for key in ("packages", "packages.conda"):
+            for file_name, record in sorted(repodata[key].items()):
+                url = (repodata_path.parent / file_name).as_uri()
+                lines.append(f"{url}#sha256:{record['sha256']}")
+    target.write_text("\n".join(lines) + "\n")
+    return target
+
+
+def rattler_install(channel: Path, prefix: Path, cache: Path) -> None:
+    """The rattler baseline, run in a child process: the channel's records, ``file://`` URLs."""
+    import rattler
+
+    records = synthetic.records(channel.as_uri() + "/", channel)
+    asyncio.run(rattler.install(records, prefix, cache_dir=cache, show_progress=False))  # type: ignore[arg-type]
+
+
+def _conda_python(candidate: str) -> str | None:
+    """``candidate`` if conda imports there (the conda rows are skipped otherwise)."""
+    result = subprocess.run([candidate, "-c", "import conda"], capture_output=True)
+    return candidate if result.returncode == 0 else None
+
+
+def _runs(
+    runs: int, work: Path, command: Callable[[Path], Sequence[str | os.PathLike[str]]], env: dict[str, str]
+) -> list[synthetic.Measurement]:
+    """``runs`` timings of ``command(run_dir)``, each in a new empty folder removed afterwards."""
+    result = []
+    for index in range(runs):
+        run_dir = work / f"run-{index}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        (run_dir / "pkgs").mkdir(parents=True)
+        run_env = {**env, "CONDA_PKGS_DIRS": str(run_dir / "pkgs")}
+        result.append(synthetic.run_measured(command(run_dir), env=run_env))
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per row (default: 3)")
+    parser.add_argument("--bench-dir", type=Path, default=synthetic.BENCH_DIR)
+    parser.add_argument(
+        "--conda-python",
+        default=sys.executable,
+        help="interpreter where conda and conda-pixi-pack import (default: this one)",
+    )
+    parser.add_argument("--rattler-install", nargs=3, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rattler_install:
+        rattler_install(*args.rattler_install)
+        return 0
+
+    channel = synthetic.ensure_channel(args.bench_dir)
+    work = args.bench_dir / "unpack"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    pack = work / "environment.tar"
+    with synthetic.Server(channel) as server:
+        project = synthetic.write_project(work / "project", server.url, channel)
+        print("packing the environment once", flush=True)
+        synthetic.run_measured([sys.executable, "-m", "conda_pixi_pack", "pack", project, "-o", pack, "-q"])
+    explicit = _explicit_file(channel, work / "explicit.txt")
+    env = {"CONDA_ALWAYS_YES": "true"}
+
+    rows: list[tuple[str, str, list[synthetic.Measurement], list[synthetic.Measurement]]] = []
+    conda_python = _conda_python(args.conda_python)
+    if conda_python is None:
+        print(f"conda is not importable by {args.conda_python}: skipping the conda rows", flush=True)
+    else:
+        print(f"conda alone: conda create --offline --file explicit.txt ({args.runs} runs)", flush=True)
+        engine = _runs(
+            args.runs,
+            work,
+            lambda run: [conda_python, "-m", "conda", "create", "--offline", "--yes", "--quiet",
+                         "-p", run / "env", "--file", explicit],
+            env,
+        )  # fmt: skip
+        print(f"conda-pixi-pack unpack --installer conda ({args.runs} runs)", flush=True)
+        ours = _runs(
+            args.runs,
+            work,
+            lambda run: [conda_python, "-m", "conda_pixi_pack", "unpack", pack, "-o", run / "out",
+                         "--installer", "conda", "--pkgs-dir", run / "pkgs"],
+            env,
+        )  # fmt: skip
+        rows.append(("conda", "`conda create --offline --file explicit.txt`", engine, ours))
+
+    print(f"rattler engine alone: rattler.install ({args.runs} runs)", flush=True)
+    engine = _runs(
+        args.runs,
+        work,
+        lambda run: [sys.executable, __file__, "--rattler-install", channel, run / "env", run / "pkgs"],
+        env,
+    )
+    print(f"conda-pixi-pack unpack --installer rattler ({args.runs} runs)", flush=True)
+    ours = _runs(
+        args.runs,
+        work,
+        lambda run: [sys.executable, "-m", "conda_pixi_pack", "unpack", pack, "-o", run / "out",
+                     "--installer", "rattler", "--pkgs-dir", run / "pkgs"],
+        env,
+    )  # fmt: skip
+    rows.append(("rattler", "bare `rattler.install` of the same records", engine, ours))
+
+    lines = [
+        f"Unpack: {synthetic.channel_summary(channel)}; the pack is {pack.stat().st_size / MB:.0f} MB.",
+        "",
+        synthetic.row(
+            "Backend",
+            "Engine alone",
+            "Engine time",
+            "`unpack` time (whole command)",
+            "Ratio",
+            "Met (<= 1.1x)",
+            "Peak RSS engine",
+            "Peak RSS `unpack`",
+        ),
+        synthetic.row("---", "---", "---:", "---:", "---:", "---", "---:", "---:"),
+    ]
+    peak = 0
+    for backend, engine_name, engine_runs, our_runs in rows:
+        engine_t, ours_t = synthetic.median_time(engine_runs), synthetic.median_time(our_runs)
+        peak = max(peak, synthetic.peak_rss(our_runs))
+        lines.append(
+            synthetic.row(
+                backend, engine_name, f"{engine_t:.2f} s", f"{ours_t:.2f} s", f"{ours_t / engine_t:.2f}x",
+                synthetic.verdict(ours_t / engine_t, 1.1), f"{synthetic.peak_rss(engine_runs) / MB:.0f} MB",
+                f"{synthetic.peak_rss(our_runs) / MB:.0f} MB",
+            )
+        )  # fmt: skip
+    lines += [
+        "",
+        f"Peak RSS of unpack: {peak / MB:.0f} MB (target < 200 MB: {synthetic.verdict(peak / MB, 200)}). "
+        + synthetic.machine_note(args.runs)
+        + " Each run starts with an empty package cache and a new prefix.",
+        "",
+    ]
+    synthetic.write_results("unpack", "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
