@@ -338,6 +338,20 @@ def test_unextractable_package_leaves_no_partial_cache_entry(tmp_path: Path, con
     assert str(prefix) not in environments_txt(conda_home)
 
 
+def test_package_extracted_unfaithfully_is_refused(tmp_path: Path, conda_home: Path) -> None:
+    """zlib's .tar.bz2 holds lib/libz.so.1 as a hard link without a link name: conda extracts an
+    empty regular file where paths.json promises a symlink; it must be refused before linking."""
+    package = TEST_RECIPES.parent.parent / "conda_format_repo/linux-64/zlib-1.2.11-h7b6447c_3.tar.bz2"
+    if not package.is_file():
+        pytest.skip("shared fixtures (../shared/fixtures/real-packages) are absent")
+    pkgs, prefix = tmp_path / "pkgs", tmp_path / "env"
+    with pytest.raises(PackError, match="package zlib-1.2.11-h7b6447c_3.tar.bz2 is broken") as info:
+        install([packed(package)], prefix, pkgs)
+    assert "should be a symbolic link but the archive holds a regular file" in info.value.message
+    assert not prefix.exists()
+    assert str(prefix) not in environments_txt(conda_home)
+
+
 def test_interrupt_becomes_user_cancelled() -> None:
     """Ctrl-C inside conda arrives as CondaSignalInterrupt, wrapped like any other conda error."""
     import signal

@@ -197,3 +197,22 @@ def test_noarch_python_entry_point_and_wheel_script(tmp_path: Path, python_chann
     assert lines == ["pyapp says hi", "fixture-wheel says hi", f"42 {result.prefix}"]
     # Bytecode was compiled for the noarch: python package.
     assert list((result.prefix / "lib").glob("python3.*/site-packages/pyapp/__pycache__/*.pyc"))
+
+
+@pytest.mark.conda
+@pytest.mark.parametrize("suffix", [".tar.bz2", ".conda"], ids=["tar.bz2", "conda"])
+def test_zlib_is_refused_cleanly_by_the_conda_backend(
+    tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same broken zlib through conda: refused, and nothing is left (prefix, script, temp)."""
+    pytest.importorskip("conda", reason="conda is not importable")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # conda registers environments under HOME
+    zlib = next(ZLIB.glob(f"zlib-1.2.11-*{suffix}"))
+    pack = make_pack(tmp_path, [recipe("activate_deactivate_package"), zlib])
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(PackError, match=r"zlib-1.2.11"):
+        unpack(
+            UnpackOptions(source=pack, output_directory=out, installer="conda", pkgs_dir=tmp_path / "pkgs")
+        )
+    assert leftovers(out) == []

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -87,6 +88,7 @@ def install_with_conda(
             try:
                 records = [_record(package) for package in packages]
                 _fetch_extract(records, {id(r): p for r, p in zip(records, packages)}, task)
+                _check_extracted(records)
                 _link(records, prefix)
             except BaseException:
                 if not was_registered:
@@ -267,6 +269,53 @@ def _fetch_extract(records: list[PackageRecord], files: dict[int, PackedPackage]
         pfe.paired_actions[record] = (cache_action, extract_action)
     task.advance(cached * 0.5)
     _run_conda(pfe.execute, "extracting the packages into the package cache failed")
+
+
+def _check_extracted(records: Sequence[PackageRecord]) -> None:
+    """Refuse a package whose extraction does not match its own ``info/paths.json``.
+
+    conda-package-handling extracts a tar member it cannot reproduce (a hard link without a link
+    name, as in an old ``zlib`` ``.tar.bz2``) as an empty file without complaint, and conda would
+    link that into the environment. Comparing every path's type and size with ``paths.json``
+    costs one ``lstat`` per file (no hashing) and catches it before anything is linked.
+    """
+    import json
+
+    from conda.core.package_cache_data import PackageCacheData
+
+    for record in records:
+        try:
+            directory = Path(PackageCacheData.get_entry_to_link(record).extracted_package_dir)
+            paths = json.loads((directory / "info" / "paths.json").read_text(encoding="utf-8"))["paths"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # old packages without paths.json: conda links them from info/files
+        except Exception as exc:  # conda's CondaError: not in any cache, which PFE guarantees
+            raise PackError(f"{record.fn} is missing from the package cache after extraction: {exc}") from exc
+        for entry in paths:
+            problem = _path_problem(directory, entry)
+            if problem is not None:
+                raise PackError(
+                    f"package {record.fn} is broken: {problem}",
+                    "the archive cannot be extracted faithfully; rebuild the package or leave it out",
+                )
+
+
+def _path_problem(directory: Path, entry: dict[str, Any]) -> str | None:
+    """What differs between one ``paths.json`` entry and the extracted file, if anything."""
+    relative = entry.get("_path")
+    if not isinstance(relative, str):
+        return None
+    try:
+        st = (directory / relative).lstat()
+    except FileNotFoundError:
+        return f"{relative} is listed in info/paths.json but missing from the archive"
+    kind = entry.get("path_type", "hardlink")
+    if kind == "softlink" and not stat.S_ISLNK(st.st_mode):
+        return f"{relative} should be a symbolic link but the archive holds a regular file"
+    size = entry.get("size_in_bytes")
+    if kind == "hardlink" and isinstance(size, int) and stat.S_ISREG(st.st_mode) and st.st_size != size:
+        return f"{relative} has {st.st_size} bytes, info/paths.json says {size}"
+    return None
 
 
 def _link(records: Sequence[PackageRecord], prefix: Path) -> None:
