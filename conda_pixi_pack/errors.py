@@ -1,7 +1,8 @@
 """One error type for everything a user can cause or fix.
 
-The CLI renders a :class:`PackError` as one line (``error: <message>`` and, when there
-is one, ``hint: <hint>``) and exits non-zero; anything else is a bug and keeps its traceback.
+The CLI renders a :class:`PackError` as one line, ``error: <message> (<hint>)``, and exits
+with its ``exit_code``; under conda it becomes a ``CondaError`` for conda's own handler. Anything
+else is a bug: one line too, and the traceback with ``-v``.
 """
 
 from __future__ import annotations

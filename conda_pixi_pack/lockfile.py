@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 LOCK_NAME: Final = "pixi.lock"
 #: Manifest names looked for in a directory, in pixi's order of preference.
 MANIFEST_NAMES: Final = ("pixi.toml", "pyproject.toml")
+#: Lock files given directly (py-rattler also reads conda-lock's format, as pixi does on import).
+LOCK_FILE_NAMES: Final = ("conda-lock.yml", "conda-lock.yaml")
 #: URL schemes handed to rattler's client as they are (everything else is a local path).
 REMOTE_SCHEMES: Final = ("http", "https", "s3", "oci", "gcs")
 #: pixi marks direct URL requirements (``pkg @ https://…``) with this prefix in the lock.
@@ -132,7 +134,8 @@ def load(
 
 
 def find_lock(manifest: Path) -> Path:
-    """The ``pixi.lock`` that belongs to ``manifest`` (a manifest file, a folder, or the lock itself)."""
+    """The lock that belongs to ``manifest``: the ``pixi.lock`` beside a manifest or in a folder,
+    or a lock file given directly (``*.lock``, ``conda-lock.yml``)."""
     manifest = Path(manifest)
     if not manifest.exists():
         raise PackError(
@@ -144,7 +147,7 @@ def find_lock(manifest: Path) -> Path:
         described = next(
             (str(manifest / name) for name in MANIFEST_NAMES if (manifest / name).is_file()), str(manifest)
         )
-    elif manifest.name == LOCK_NAME:
+    elif manifest.suffix == ".lock" or manifest.name in LOCK_FILE_NAMES:
         lock_path, described = manifest, str(manifest)
     else:
         lock_path, described = manifest.parent / LOCK_NAME, str(manifest)

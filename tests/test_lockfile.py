@@ -40,7 +40,8 @@ def _real_cases() -> list[tuple[Path, str, str]]:
     if not REAL_LOCKS.is_dir():
         return []
     cases = []
-    for lock_path in sorted(REAL_LOCKS.rglob("pixi.lock")):
+    locks = [*REAL_LOCKS.rglob("pixi.lock"), *REAL_LOCKS.rglob("conda-lock.yml")]
+    for lock_path in sorted(p for p in locks if "invalid-lockfiles" not in p.parts):
         lock = LockFile.from_path(lock_path)
         for env_name, env in sorted(lock.environments()):
             for platform in sorted(p.name for p in env.platforms()):
@@ -55,7 +56,7 @@ REAL_CASES: Final = _real_cases()
 @pytest.mark.parametrize(
     ("lock_path", "environment", "platform"),
     REAL_CASES,
-    ids=[f"{p.parent.relative_to(REAL_LOCKS)}:{e}:{pl}" for p, e, pl in REAL_CASES],
+    ids=[f"{p.relative_to(REAL_LOCKS)}:{e}:{pl}" for p, e, pl in REAL_CASES],
 )
 def test_every_real_lock_is_read_or_refused_clearly(lock_path: Path, environment: str, platform: str) -> None:
     lock = LockFile.from_path(lock_path)
@@ -64,7 +65,7 @@ def test_every_real_lock_is_read_or_refused_clearly(lock_path: Path, environment
     )
     kinds = {type(p).__name__ for p in packages or []}
     try:
-        env = load(lock_path.parent, environment, platform, ignore_pypi_non_wheel=True)
+        env = load(lock_path, environment, platform, ignore_pypi_non_wheel=True)
     except PackError as exc:
         # Only source packages (pixi build) may stop a lock that rattler reads.
         assert "CondaLockedSourcePackage" in kinds
