@@ -197,7 +197,12 @@ def _fill(
             json.dumps(document, indent=2) + "\n", encoding="utf-8"
         )
 
-    origins = {f"{c.subdir}/{c.file_name}": layout.Origin(c.url, c.channel) for c in conda}
+    # A lock may name local files by a path relative to itself; such a path means nothing on the
+    # target machine, so the origin of a local file is its absolute file:// URL as packed.
+    origins = {
+        f"{c.subdir}/{c.file_name}": layout.Origin(c.url if "://" in c.url else c.artifact.url, c.channel)
+        for c in conda
+    }
     origins.update(
         {f"{i.subdir}/{i.file_name}": layout.Origin(i.source.resolve().as_uri()) for i in injection.conda}
     )
