@@ -3,19 +3,21 @@
 pixi-pack writes its tar with Rust's ``tar`` crate in ``HeaderMode::Deterministic``: GNU
 headers, entries walked depth-first with siblings sorted by file name, directories as their
 own entries, mtime 1153704088, uid/gid 0, no user or group names, mode 0o755 for directories
-and 0o644 for files. This module writes the same shape with the standard library's
-:mod:`tarfile` (py-rattler has no tar *writer*; its ``package_streaming`` only reads conda
-packages), streaming every file from disk so that memory stays flat whatever the package size.
+and 0o644 for files. This module writes the same shape: headers come from the standard
+library's :class:`tarfile.TarInfo` (py-rattler has no tar *writer*; its ``package_streaming``
+only reads conda packages), bodies are streamed from disk by the kernel where it can, so that
+memory stays flat and no byte passes through Python whatever the package size.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import secrets
+import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.layout import TAR_MTIME
@@ -31,8 +33,20 @@ DIR_MODE: Final = 0o755
 FILE_MODE: Final = 0o644
 #: GNU headers as tar-rs writes them; unlike PAX they carry no access/change times.
 TAR_FORMAT: Final = tarfile.GNU_FORMAT
-#: Copy buffer for streaming a file into the archive (bounded memory, few syscalls).
+#: Encoding of names in headers (tarfile's default on every platform we care about).
+TAR_ENCODING: Final = "utf-8"
+#: Copy buffer where a file's bytes must pass through Python (no descriptor, no kernel copy).
 COPY_BUFFER: Final = 1024 * 1024
+#: Bytes per kernel copy call: large for few syscalls, small enough for progress and Ctrl-C.
+COPY_CHUNK: Final = 16 * 1024 * 1024
+#: Kernel copies to try in order (``os`` function names; Windows and macOS lack the first).
+KERNEL_COPY: Final = ("copy_file_range", "sendfile")
+#: errno values meaning "this kernel copy does not apply here": try the next way.
+UNSUPPORTED_COPY: Final = frozenset(
+    getattr(errno, name)
+    for name in ("EXDEV", "EINVAL", "ENOSYS", "EBADF", "EOPNOTSUPP", "ENOTSUP", "ENOTSOCK", "EPERM")
+    if hasattr(errno, name)
+)
 
 
 @dataclass(frozen=True)
@@ -72,25 +86,6 @@ def entries(root: Path) -> list[Entry]:
     return result
 
 
-class _CountingWriter:
-    """File-like sink that counts bytes (the pack's size) and moves the progress bar."""
-
-    def __init__(self, sink: IO[bytes], task: Task | None) -> None:
-        self._sink = sink
-        self._task = task
-        self.written = 0
-
-    def write(self, data: bytes) -> int:
-        self._sink.write(data)
-        self.written += len(data)
-        if self._task is not None:
-            self._task.advance(len(data))
-        return len(data)
-
-    def flush(self) -> None:
-        self._sink.flush()
-
-
 def _tarinfo(entry: Entry) -> tarfile.TarInfo:
     info = tarfile.TarInfo(entry.name)
     info.type = tarfile.DIRTYPE if entry.is_dir else tarfile.REGTYPE
@@ -102,47 +97,180 @@ def _tarinfo(entry: Entry) -> tarfile.TarInfo:
     return info
 
 
+def _header(entry: Entry) -> bytes:
+    """The header block(s) of ``entry``, as ``tarfile.TarFile.addfile`` writes them.
+
+    ``tobuf`` with the arguments tarfile passes (its ``errors`` default is surrogateescape)
+    gives the GNU long-name record too, so the headers are tarfile's own bytes.
+    """
+    return _tarinfo(entry).tobuf(TAR_FORMAT, TAR_ENCODING, "surrogateescape")
+
+
+def _padding(size: int, unit: int) -> bytes:
+    return b"\0" * (-size % unit)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    """``os.write`` until everything is out (a pipe may take less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _TarWriter:
+    """Writes tar bytes to ``sink``: through its file descriptor where it has one, else ``write``.
+
+    tarfile's stream mode is not used for speed: its ``_Stream`` re-slices a growing buffer in
+    10 KiB records, so every MiB costs tens of MB of memcpy (1.9 s for a 571 MB pack against
+    0.5 s for GNU tar). With a descriptor, file bodies are copied by the kernel
+    (``copy_file_range`` into a regular file, ``sendfile`` into a pipe or where that is refused)
+    and never pass through Python; the bytes are the same as tarfile's.
+    """
+
+    def __init__(self, sink: IO[bytes], task: Task | None) -> None:
+        self._sink = sink
+        self._task = task
+        self.written = 0
+        self._fd: int | None
+        try:
+            self._fd = sink.fileno()
+        except (OSError, AttributeError, ValueError):  # io.UnsupportedOperation is an OSError
+            self._fd = None
+        else:
+            sink.flush()  # what the caller wrote before must come first
+        self._methods = [m for m in KERNEL_COPY if hasattr(os, m)] if self._fd is not None else []
+        self._buffer: bytearray | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._fd is not None:
+            _write_all(self._fd, data)
+        else:
+            self._sink.write(data)
+        self.written += len(data)
+
+    def copy(self, name: str, source: BinaryIO, size: int) -> None:
+        """Append ``size`` bytes of the open file ``source``; fewer bytes means it changed."""
+        copied = 0
+        while copied < size:
+            count = min(size - copied, COPY_CHUNK)
+            done = self._kernel_copy(source.fileno(), copied, count) if self._methods else None
+            if not done:  # no kernel copy here, or 0 bytes (end of file, or a file system that
+                # cannot say): read it ourselves, which tells the two apart
+                done = self._user_copy(source, copied, min(count, COPY_BUFFER))
+            if done == 0:
+                raise PackError(f"{name} changed while the pack was written")
+            copied += done
+            self.written += done
+            if self._task is not None:
+                self._task.advance(done)
+
+    def _kernel_copy(self, source: int, offset: int, count: int) -> int | None:
+        """Bytes copied in the kernel, 0 at end of file, None when no kernel method applies."""
+        assert self._fd is not None
+        while self._methods:
+            method = self._methods[0]
+            try:
+                if method == "copy_file_range":
+                    return os.copy_file_range(source, self._fd, count, offset)
+                return os.sendfile(self._fd, source, offset, count)
+            except OSError as exc:
+                if exc.errno not in UNSUPPORTED_COPY:
+                    raise
+                # Not for this pair of files (a pipe, another file system, O_APPEND, an old
+                # kernel): the next method takes over from the same offset, nothing was copied.
+                self._methods.pop(0)
+        return None
+
+    def _user_copy(self, source: BinaryIO, offset: int, count: int) -> int:
+        if self._buffer is None:
+            self._buffer = bytearray(COPY_BUFFER)
+        view = memoryview(self._buffer)[:count]
+        source.seek(offset)
+        done = source.readinto(view) or 0  # type: ignore[attr-defined]
+        if done:
+            if self._fd is not None:
+                _write_all(self._fd, view[:done])
+            else:
+                self._sink.write(view[:done])
+        return done
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Every member with its header bytes, and the exact size of the tar they make."""
+
+    members: list[tuple[Entry, bytes]]
+    size: int
+
+
+def _plan(root: Path) -> _Plan:
+    members = [(entry, _header(entry)) for entry in entries(root)]
+    size = sum(
+        len(header) + entry.size + len(_padding(entry.size, tarfile.BLOCKSIZE)) for entry, header in members
+    )
+    size += 2 * tarfile.BLOCKSIZE
+    return _Plan(members, size + len(_padding(size, tarfile.RECORDSIZE)))
+
+
 def write_tar(root: Path, sink: IO[bytes], reporter: Reporter | None = None) -> int:
     """Stream the deterministic tar of ``root`` into ``sink``; returns the bytes written.
 
-    ``sink`` may be a pipe (stream mode ``w|`` never seeks). Each file is copied in
-    :data:`COPY_BUFFER` chunks from an open file object; nothing is read whole into memory.
+    The bytes are exactly what ``tarfile.open(mode="w|", format=GNU_FORMAT)`` writes for the
+    same members: headers from ``TarInfo.tobuf``, bodies padded to 512 bytes, two zero blocks,
+    and the end padded to tarfile's 10 KiB record size (valid tar, only longer than tar-rs's two
+    zero blocks). ``sink`` may be a pipe: nothing seeks it. No file is read whole into memory.
     """
-    members = entries(root)
-    total = sum(e.size for e in members)
+    return _write(_plan(root), sink, reporter)
+
+
+def _write(plan: _Plan, sink: IO[bytes], reporter: Reporter | None) -> int:
+    total = sum(entry.size for entry, _ in plan.members)
     task = reporter.task("Writing pack", total, unit="B") if reporter is not None else None
-    counter = _CountingWriter(sink, task)
+    writer = _TarWriter(sink, task)
     try:
-        # Stream mode pads the end to tarfile's 10 KiB record size; that is valid tar and
-        # deterministic, only longer than tar-rs's two zero blocks.
-        with tarfile.open(
-            fileobj=counter,  # type: ignore[arg-type]
-            mode="w|",
-            format=TAR_FORMAT,
-            encoding="utf-8",
-            copybufsize=COPY_BUFFER,
-        ) as tar:
-            for member in members:
-                info = _tarinfo(member)
-                if member.is_dir:
-                    tar.addfile(info)
-                    continue
-                with member.path.open("rb") as handle:
-                    # The size in the header must match what is copied; a file changing
-                    # under us would otherwise give a corrupt archive.
-                    if os.fstat(handle.fileno()).st_size != member.size:
-                        raise PackError(f"{member.name} changed while the pack was written")
-                    tar.addfile(info, handle)
-        counter.flush()
+        for member, header in plan.members:
+            writer.write(header)
+            if member.is_dir:
+                continue
+            with member.path.open("rb", buffering=0) as handle:
+                # The size in the header must match what is copied; a file changing under us
+                # would otherwise give a corrupt archive.
+                if os.fstat(handle.fileno()).st_size != member.size:
+                    raise PackError(f"{member.name} changed while the pack was written")
+                writer.copy(member.name, handle, member.size)
+            writer.write(_padding(member.size, tarfile.BLOCKSIZE))
+        end = b"\0" * (2 * tarfile.BLOCKSIZE)
+        writer.write(end + _padding(writer.written + len(end), tarfile.RECORDSIZE))
+        sink.flush()
     finally:
         if task is not None:
             task.done()
-    return counter.written
+    return writer.written
+
+
+def _reserve(fd: int, size: int, target: Path) -> None:
+    """Allocate the whole archive at once: a full disk fails now, with a clear message.
+
+    It also makes the copy ~15% faster on ext4 (no per-page delayed-allocation bookkeeping).
+    Best effort: where the platform has no ``posix_fallocate`` (Windows, macOS) or it fails
+    otherwise, the archive is simply written without it. (Where a Linux file system lacks
+    fallocate, glibc emulates it by writing one byte per block: cheap next to the copy.)
+    """
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise PackError(
+                f"cannot write {target}: {exc.strerror} (the pack needs {size / 1e6:.0f} MB)",
+                "free some space or choose another output with -o",
+            ) from None
 
 
 def _temp_name(target: Path, suffix: str) -> Path:
     """A hidden, unique sibling of ``target`` (same file system, so the final rename is atomic)."""
-    return target.with_name(f".{target.name}.{secrets.token_hex(6)}{suffix}")
+    return target.with_name(f".{target.name}.{os.urandom(6).hex()}{suffix}")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -162,18 +290,21 @@ def _fsync_dir(directory: Path) -> None:
 def write_archive(root: Path, target: Path, reporter: Reporter | None = None) -> int:
     """Write the tar of ``root`` to ``target`` atomically; returns its size.
 
-    The tar goes to a hidden temporary file beside ``target``, is fsynced and then renamed
-    over ``target`` (replacing an existing file, as pixi-pack does). On any failure, Ctrl-C
-    included, the temporary file is removed and ``target`` is untouched.
+    The tar goes to a hidden temporary file beside ``target`` and is renamed over ``target``
+    (replacing an existing file, as pixi-pack does). On any failure, Ctrl-C included, the
+    temporary file is removed and ``target`` is untouched: no process ever sees half a pack at
+    ``target``. Durability against power loss is not promised, as with ``tar`` and pixi-pack:
+    the data is not fsynced (that would wait for the disk, a second or more per GB), so after
+    a crash the file may be incomplete; only the rename is made durable (best effort).
     """
     temp = _temp_name(target, ".part")
     # os.open with 0o666 honours the umask, unlike mkstemp's 0o600.
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
-            size = write_tar(root, handle, reporter)
-            handle.flush()
-            os.fsync(handle.fileno())
+            plan = _plan(root)
+            _reserve(fd, plan.size, target)
+            size = _write(plan, handle, reporter)
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -183,13 +314,32 @@ def write_archive(root: Path, target: Path, reporter: Reporter | None = None) ->
 
 
 def normalise_tree(root: Path) -> int:
-    """Give a folder pack the tar's modes and mtimes; returns the total size of its files."""
+    """Give a folder pack the tar's modes and mtimes; returns the total size of its files.
+
+    A file with other hard links (a ``--use-cache`` entry linked into the staging folder) is
+    first replaced by a copy of its own: mode and mtime belong to the inode, and changing
+    them would change the cache entry too (and void its verification stamp). ``shutil.copyfile``
+    copies in the kernel (``sendfile`` on Linux, ``fcopyfile`` on macOS).
+    """
     members = entries(root)
+    for entry in members:  # first: a copy renamed into a folder would change the folder's mtime
+        if not entry.is_dir and os.stat(entry.path).st_nlink > 1:
+            _unshare(entry.path)
     for entry in members:
         os.chmod(entry.path, DIR_MODE if entry.is_dir else FILE_MODE)
         os.utime(entry.path, (TAR_MTIME, TAR_MTIME))
     os.chmod(root, DIR_MODE)
     return sum(entry.size for entry in members)
+
+
+def _unshare(path: Path) -> None:
+    """Replace ``path`` by a copy that shares no inode (atomically: a rename over it)."""
+    temp = _temp_name(path, ".part")
+    try:
+        shutil.copyfile(path, temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def write_tree(root: Path, target: Path) -> int:

@@ -2,16 +2,36 @@
 
 Layout: ``<dir>/<subdir>/<file>`` and ``<dir>/pypi/<file>``, plus a ``CACHEDIR.TAG`` so that
 backup tools skip it. Entries only ever appear by ``os.replace`` of a complete, verified temp file
-written in the entry's own folder, so two packs sharing a cache never see half a file; a hit is
-verified again before use (a file may rot or be edited) and linked, or copied, into the pack.
+written in the entry's own folder, so two packs sharing a cache never see half a file. A hit is
+linked, or copied, into the pack.
+
+Verification stamps: re-hashing every hit would cost more than the rest of a warm pack (sha256
+runs at ~300 MB/s per core). So when an entry is added, right after its download was verified,
+a stamp ``<dir>/<subdir>/.<file>.verified`` (JSON, written atomically) records the checksum that
+was verified (sha256, or md5 when that is all the lock has), the size, and the file's
+``(st_dev, st_ino, st_size, st_mtime_ns)``. A hit is trusted without reading it when its stamp
+holds the checksum the lock asks for AND the file's current stat equals the stamped one. Any
+other hit (no stamp: an older cache or another tool; a stamp for other bytes; changed metadata)
+is hashed in full: stamped if good, discarded if bad (and fetched again).
+
+What this detects: any write to the entry (it changes mtime, and usually size), a replacement
+(another inode), a truncation, a copy or restore from backup (another inode or mtime). What it
+does not: bytes changed without their metadata changing, i.e. silent disk corruption or someone
+writing in place and resetting the mtime, and an in-place, same-size write within the file
+system's timestamp resolution of the download's last write (a few ms on ext4, 2 s on FAT).
+Delete the stamps (``.*.verified``) to force every hit to be hashed again.
+
+Stamps are only a shortcut: a missing, unreadable or stale one just means a hash. Two packs
+writing the stamp of one entry at once each replace it whole; the last one wins, and a stamp that
+describes an inode no longer there never matches.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -32,6 +52,10 @@ CACHEDIR_TAG_CONTENT: Final = (
 CHUNK_SIZE: Final = 1 << 20
 #: Suffix of files being written; never a valid entry name (packages end in .conda/.tar.bz2/.whl).
 PARTIAL_SUFFIX: Final = ".part"
+#: Suffix of verification stamps (``.<file>.verified`` beside the entry); see the module docstring.
+STAMP_SUFFIX: Final = ".verified"
+#: Version of the stamp's JSON; a stamp of another version is ignored (the entry is hashed).
+STAMP_VERSION: Final = 1
 
 
 class Hasher:
@@ -76,7 +100,7 @@ def file_mismatch(path: Path, artifact: Artifact) -> str | None:
 
 def temp_path(final: Path) -> Path:
     """A unique name beside ``final`` for a file being written (same folder: os.replace is atomic)."""
-    return final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}")
+    return final.with_name(f".{final.name}.{os.urandom(6).hex()}{PARTIAL_SUFFIX}")
 
 
 def create_new(path: Path) -> int:
@@ -125,32 +149,112 @@ class Cache:
         """Where ``artifact`` lives in the cache (not necessarily present)."""
         return self.root / artifact.relative_path
 
+    def trusted(self, artifact: Artifact) -> Path | None:
+        """The cached file for ``artifact`` if its stamp vouches for it (no byte is read), else None.
+
+        None does not mean a miss: :meth:`lookup` may still find a good entry by hashing it.
+        """
+        path = self.entry(artifact)
+        try:
+            current = path.stat()
+        except FileNotFoundError:
+            return None
+        return path if stamp_matches(path, artifact, current) else None
+
     def lookup(self, artifact: Artifact) -> Path | None:
-        """The verified cached file for ``artifact``, or None; a corrupt entry is discarded."""
+        """The verified cached file for ``artifact``, or None; a corrupt entry is discarded.
+
+        A hit with a matching stamp is trusted as it is; any other is hashed (see the module
+        docstring), then stamped when good.
+        """
         path = self.entry(artifact)
         try:
             before = path.stat()
-            problem = file_mismatch(path, artifact)
         except FileNotFoundError:
             return None
-        if problem is None:
+        if stamp_matches(path, artifact, before):
             return path
-        # Discard it only if it is still the file that was checked: another pack may just have
-        # replaced it with a good one.
         try:
-            after = path.stat()
-            if (after.st_ino, after.st_dev, after.st_mtime_ns) == (
-                before.st_ino,
-                before.st_dev,
-                before.st_mtime_ns,
-            ):
-                path.unlink()
+            problem = file_mismatch(path, artifact)
+            after: os.stat_result | None = path.stat()
         except FileNotFoundError:
-            pass
+            problem, after = "gone", None
+        # Stamp or discard only what was checked: another pack may just have replaced it.
+        unchanged = after is not None and _identity(after) == _identity(before)
+        if problem is None:
+            if unchanged:
+                write_stamp(path, artifact, before)
+            return path
+        if unchanged:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
         return None
 
     def add(self, verified_temp: Path, artifact: Artifact) -> Path:
-        """Publish a verified file written in the entry's folder (see :func:`temp_path`)."""
+        """Publish a verified file written in the entry's folder (see :func:`temp_path`) and stamp it."""
         path = self.entry(artifact)
+        verified = verified_temp.stat()  # a rename keeps the inode and the mtime
         os.replace(verified_temp, path)
+        write_stamp(path, artifact, verified)
         return path
+
+
+def stamp_path(entry: Path) -> Path:
+    """Where the verification stamp of the cache entry ``entry`` lives."""
+    return entry.with_name(f".{entry.name}{STAMP_SUFFIX}")
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    """What any write, truncation or replacement of a file changes (ctime is not used: a hard
+    link into a pack changes it on every hit)."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _verified_checksum(artifact: Artifact) -> tuple[str, str] | None:
+    """The checksum a verification against ``artifact`` compares (as :class:`Hasher` does)."""
+    if artifact.sha256:
+        return "sha256", artifact.sha256.lower()
+    if artifact.md5:
+        return "md5", artifact.md5.lower()
+    return None
+
+
+def write_stamp(entry: Path, artifact: Artifact, verified: os.stat_result) -> None:
+    """Record that ``entry``, as ``verified`` describes it, matched ``artifact``.
+
+    Best effort: a cache we cannot write a stamp into still works, its hits are hashed.
+    """
+    checksum = _verified_checksum(artifact)
+    document = {
+        "version": STAMP_VERSION,
+        "checksum": list(checksum) if checksum else None,
+        "file": _identity(verified),
+    }
+    stamp = stamp_path(entry)
+    temp = temp_path(stamp)
+    try:
+        with os.fdopen(create_new(temp), "w", encoding="utf-8") as stream:
+            json.dump(document, stream)
+        os.replace(temp, stamp)
+    except OSError:
+        pass
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def stamp_matches(entry: Path, artifact: Artifact, current: os.stat_result) -> bool:
+    """True when ``entry``'s stamp vouches for ``artifact`` and the file is still the one stamped."""
+    if artifact.size is not None and artifact.size != current.st_size:
+        return False
+    try:
+        document = json.loads(stamp_path(entry).read_bytes())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(document, dict) or document.get("version") != STAMP_VERSION:
+        return False
+    checksum = _verified_checksum(artifact)
+    return document.get("file") == _identity(current) and document.get("checksum") == (
+        list(checksum) if checksum else None
+    )

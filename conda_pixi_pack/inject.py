@@ -13,7 +13,6 @@ skipped) with two differences, both reported in the README:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -100,6 +99,8 @@ def _digests(path: Path) -> tuple[str, str]:
 
 def read_conda(path: Path) -> InjectedConda:
     """Read the record of a local ``.conda``/``.tar.bz2``; raises PackError if it is not one."""
+    import asyncio  # here, not at the top: ~20 ms that a pack without --inject need not pay
+
     from rattler import RepoDataRecord
 
     try:

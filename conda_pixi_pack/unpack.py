@@ -28,7 +28,7 @@ from conda_pixi_pack.targets import (
     resolve_prefix,
     rmtree,
 )
-from conda_pixi_pack.validate import current_platform, validate_pack
+from conda_pixi_pack.validate import PackageDigests, current_platform, validate_pack
 
 if TYPE_CHECKING:
     from conda_pixi_pack.validate import ValidatedPack
@@ -129,8 +129,11 @@ def choose_installer(requested: Installer | None) -> Installer:
     return "rattler"
 
 
-def _open_source(options: UnpackOptions, undo: _Undo, work_parent: Path, reporter: Reporter) -> Path:
-    """The root of the pack: a folder pack as it is, or a tar extracted into a private folder."""
+def _open_source(
+    options: UnpackOptions, undo: _Undo, work_parent: Path, reporter: Reporter, digests: PackageDigests
+) -> Path:
+    """The root of the pack: a folder pack as it is, or a tar extracted into a private folder
+    (each package file handed to ``digests`` as soon as it is written)."""
     source = options.source
     if not options.from_stdin:
         if source.is_dir():
@@ -143,7 +146,7 @@ def _open_source(options: UnpackOptions, undo: _Undo, work_parent: Path, reporte
         raise PackError(f"cannot create a temporary folder in {work_parent}: {exc.strerror or exc}") from None
     root = undo.work_dir / "pack"
     root.mkdir()
-    extract_tar(sys.stdin.buffer if options.from_stdin else source, root, reporter)
+    extract_tar(sys.stdin.buffer if options.from_stdin else source, root, reporter, on_file=digests.submit)
     return root
 
 
@@ -192,10 +195,13 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
         else:
             undo.created_dirs += make_dirs(prefix.parent)
             work_parent = prefix.parent
-        root = _open_source(options, undo, work_parent, reporter)
-        if replace and (root == prefix or prefix in root.parents):
-            raise PackError(f"the pack {root} is inside the environment {prefix} it would replace")
-        pack = validate_pack(root, reporter, platform=platform)
+        # Packages are hashed while the rest of the tar is extracted; leaving the block stops and
+        # joins the hashing threads, so none outlives validation (or reads during a rollback).
+        with PackageDigests() as digests:
+            root = _open_source(options, undo, work_parent, reporter, digests)
+            if replace and (root == prefix or prefix in root.parents):
+                raise PackError(f"the pack {root} is inside the environment {prefix} it would replace")
+            pack = validate_pack(root, reporter, platform=platform, digests=digests)
         result = UnpackResult(
             prefix=prefix,
             installer=installer,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -29,6 +30,8 @@ from conda_pixi_pack.layout import (
 )
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from conda_pixi_pack.progress import Reporter, Task
 
 #: Read size while hashing: the files can be hundreds of MB, memory must not follow.
@@ -48,6 +51,67 @@ class ValidatedPack:
     metadata: PackMetadata
     packages: list[PackedPackage]
     wheels: list[Path]
+
+
+class _Cancelled(Exception):
+    """A background hash stopped because the unpack is over."""
+
+
+class PackageDigests:
+    """sha256 of the package files, computed in background threads while the tar is extracted.
+
+    Extraction calls :meth:`submit` with each file it finishes; validation then only waits for
+    the digests instead of reading 500 MB again after the extraction. hashlib releases the GIL,
+    so hashing runs on the other cores beside the kernel copy of the tar. Use as a context
+    manager: leaving it, on success or failure, stops the threads and waits for them, so none
+    is still reading (or holding open) a file that a rollback removes.
+
+    (rattler's ``package_streaming.extract`` returns the sha256 while extracting, which would
+    make the checksum free for the rattler backend, but py-rattler 0.28 holds the GIL while it
+    runs: extracting that way serialises with the tar copy and measured slower than hashing
+    here and letting ``rattler.install`` extract in its own threads.)
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="conda-pixi-pack-hash")
+        self._futures: dict[Path, Future[str]] = {}
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PackageDigests:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def submit(self, path: Path) -> None:
+        """Start on ``path`` if it can be a package file (the records are not read yet)."""
+        if path.name.endswith((CONDA_SUFFIX, TAR_BZ2_SUFFIX)) and path.parent.parent.name == CHANNEL_DIR:
+            self._futures[path] = self._pool.submit(self._digest, path)
+
+    def sha256(self, path: Path) -> str | None:
+        """The hex sha256 of ``path`` when it was submitted, waiting for it; else None."""
+        future = self._futures.get(path)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except (OSError, CancelledError, _Cancelled):
+            return None  # e.g. removed since: the caller reads it again and reports what it finds
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _digest(self, path: Path) -> str:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(HASH_CHUNK):
+                if self._stop.is_set():
+                    raise _Cancelled
+                digest.update(chunk)
+        return digest.hexdigest()
 
 
 def current_platform() -> str:
@@ -86,8 +150,9 @@ def _safe_file_name(subdir: str, file_name: str) -> None:
         )
 
 
-def _verify(package: PackedPackage, task: Task) -> None:
-    """Stream the file once: size and sha256 (or md5 where the record has no sha256)."""
+def _verify(package: PackedPackage, task: Task, digests: PackageDigests | None) -> None:
+    """Size and sha256 (or md5 where the record has no sha256): from ``digests`` when they have
+    the file, else by streaming it once."""
     record = package.record
     label = f"{CHANNEL_DIR}/{package.subdir}/{package.file_name}"
     try:
@@ -105,12 +170,17 @@ def _verify(package: PackedPackage, task: Task) -> None:
     if algorithm is None:
         task.advance(size)
         return
-    digest = hashlib.new(algorithm)
-    with open(package.path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-            task.advance(len(chunk))
-    if digest.hexdigest() != str(record[algorithm]).lower():
+    hexdigest = digests.sha256(package.path) if digests is not None and algorithm == "sha256" else None
+    if hexdigest is not None:
+        task.advance(size)
+    else:
+        digest = hashlib.new(algorithm)
+        with open(package.path, "rb") as f:
+            while chunk := f.read(HASH_CHUNK):
+                digest.update(chunk)
+                task.advance(len(chunk))
+        hexdigest = digest.hexdigest()
+    if hexdigest != str(record[algorithm]).lower():
         raise PackError(f"broken pack: {label} does not match its {algorithm} in repodata.json", DAMAGED_HINT)
 
 
@@ -151,8 +221,13 @@ def _collect_wheels(root: Path, packages: list[PackedPackage]) -> list[Path]:
     return wheels
 
 
-def validate_pack(root: Path, reporter: Reporter, *, platform: str | None = None) -> ValidatedPack:
-    """Check the extracted pack at ``root`` for ``platform`` (default: this machine)."""
+def validate_pack(
+    root: Path, reporter: Reporter, *, platform: str | None = None, digests: PackageDigests | None = None
+) -> ValidatedPack:
+    """Check the extracted pack at ``root`` for ``platform`` (default: this machine).
+
+    ``digests`` holds sha256s already computed during extraction; files it lacks are read here.
+    """
     metadata = _check_metadata(root, platform or current_platform(), reporter)
     packages = _collect_packages(root, metadata)
     wheels = _collect_wheels(root, packages)
@@ -161,7 +236,7 @@ def validate_pack(root: Path, reporter: Reporter, *, platform: str | None = None
     try:
         with ThreadPoolExecutor(HASH_WORKERS) as pool:
             # list() re-raises the first failure; the pool waits for the others before leaving.
-            list(pool.map(lambda p: _verify(p, task), packages))
+            list(pool.map(lambda p: _verify(p, task, digests), packages))
     finally:
         task.done()
     reporter.debug(f"pack verified: {len(packages)} conda packages, {len(wheels)} wheels")

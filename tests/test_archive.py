@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -227,3 +229,214 @@ def test_streaming_a_large_file_keeps_memory_flat(tmp_path: Path) -> None:
     peak_mib = int(result.stdout.strip()) / 1024  # kB
     assert (tmp_path / "out.tar").stat().st_size > 200 * 1024 * 1024
     assert peak_mib < 100, f"peak RSS {peak_mib:.0f} MiB while archiving a 200 MiB file"
+
+
+# -- the tar writer: tarfile's bytes, written by the kernel -------------------------------------
+
+#: A tree with what trips tar writers: a GNU long name (> 100 bytes) deep in nested folders, a
+#: long folder name, empty files and folders, bodies that do and do not end on a 512-byte block.
+ODD_TREE: dict[str, bytes] = {
+    "a/" + "n" * 120 + "/" + "deep-name-" * 12 + ".conda": os.urandom(70_000),
+    "a/b/c/d/e/empty.json": b"",
+    "a/b/exactly-one-block.bin": b"x" * 512,
+    "a/b/big.tar.bz2": os.urandom(3 * 1024 * 1024 + 7),
+    "z-empty.txt": b"",
+}
+
+
+def tarfile_reference(root: Path) -> bytes:
+    """What ``tarfile.open(mode="w|", format=GNU_FORMAT)`` writes for the tree (the old writer)."""
+    sink = io.BytesIO()
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT, encoding="utf-8") as tar:
+        for entry in archive.entries(root):
+            info = tarfile.TarInfo(entry.name)
+            info.type = tarfile.DIRTYPE if entry.is_dir else tarfile.REGTYPE
+            info.mode = 0o755 if entry.is_dir else 0o644
+            info.size = entry.size
+            info.mtime = TAR_MTIME
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if entry.is_dir:
+                tar.addfile(info)
+            else:
+                with entry.path.open("rb") as handle:
+                    tar.addfile(info, handle)
+    return sink.getvalue()
+
+
+def write_to_pipe(root: Path) -> bytes:
+    """``write_tar`` into a pipe, as ``pack -o -`` does (a child process writes its stdout)."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from conda_pixi_pack import archive
+        archive.write_tar(Path({str(root)!r}), sys.stdout.buffer)
+        """
+    )
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout
+
+
+def no_kernel_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make both kernel copies refuse (as on a file system or platform without them)."""
+
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
+    monkeypatch.setattr(os, "sendfile", refuse, raising=False)
+
+
+@pytest.mark.parametrize(
+    "sink",
+    ["memory", "file", "pipe", "file-without-kernel-copy"],
+    ids=["bytesio", "regular-file", "pipe", "read-write-fallback"],
+)
+def test_bytes_identical_to_tarfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sink: str) -> None:
+    """Every way of writing gives exactly the bytes tarfile's stream writer gave before."""
+    root = make_tree(tmp_path / "tree", {**TREE, **ODD_TREE})
+    (root / "empty-folder").mkdir()
+    reference = tarfile_reference(root)
+    if sink == "memory":
+        buffer = io.BytesIO()
+        size = archive.write_tar(root, buffer)
+        data = buffer.getvalue()
+    elif sink == "pipe":
+        data = write_to_pipe(root)
+        size = len(data)
+    else:
+        if sink == "file-without-kernel-copy":
+            no_kernel_copy(monkeypatch)
+        size = archive.write_archive(root, tmp_path / "out.tar")
+        data = (tmp_path / "out.tar").read_bytes()
+    assert data == reference
+    assert size == len(reference)
+    assert len(data) % tarfile.RECORDSIZE == 0
+
+
+def test_python_and_gnu_tar_read_it(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "tree", ODD_TREE)
+    target = tmp_path / "out.tar"
+    archive.write_archive(root, target)
+    with tarfile.open(target, mode="r:") as tar:
+        for name, content in ODD_TREE.items():
+            member = tar.getmember(name)
+            assert (member.size, member.mode, member.mtime) == (len(content), 0o644, TAR_MTIME)
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            assert extracted.read() == content
+    if shutil.which("tar") is None:
+        pytest.skip("GNU tar is not installed")
+    listed = subprocess.run(["tar", "tvf", str(target)], capture_output=True, text=True, check=True)
+    assert listed.stderr == ""
+    for name, content in ODD_TREE.items():
+        (line,) = [line for line in listed.stdout.splitlines() if line.endswith(" " + name)]
+        assert line.startswith("-rw-r--r-- 0/0") and f" {len(content)} " in line, line
+    out = tmp_path / "gnu"
+    out.mkdir()
+    subprocess.run(["tar", "xf", str(target), "-C", str(out)], check=True)
+    for name, content in ODD_TREE.items():
+        assert (out / name).read_bytes() == content
+
+
+@pytest.mark.parametrize("when", ["before-copy", "during-copy"], ids=["size-at-open", "end-of-file-early"])
+def test_a_file_that_changes_while_packing_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The header already says the size: a file that shrank would shift every later member."""
+    root = make_tree(tmp_path / "tree", ODD_TREE)
+    victim = root / "a/b/big.tar.bz2"
+    if when == "before-copy":
+        real_entries = archive.entries
+
+        def entries_then_shrink(path: Path) -> list[archive.Entry]:
+            listed = real_entries(path)
+            victim.write_bytes(b"shorter")
+            return listed
+
+        monkeypatch.setattr(archive, "entries", entries_then_shrink)
+    else:
+        real_copy = archive._TarWriter.copy
+
+        def shrink_then_copy(self: archive._TarWriter, name: str, source: Any, size: int) -> None:
+            if name.endswith("big.tar.bz2"):
+                os.truncate(victim, size // 2)
+            real_copy(self, name, source, size)
+
+        monkeypatch.setattr(archive._TarWriter, "copy", shrink_then_copy)
+    target = tmp_path / "out" / "environment.tar"
+    target.parent.mkdir()
+    with pytest.raises(PackError, match=r"a/b/big\.tar\.bz2 changed while the pack was written"):
+        archive.write_archive(root, target)
+    assert list(target.parent.iterdir()) == []
+
+
+def test_full_disk_is_refused_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_tree(tmp_path / "tree", TREE)
+    copied: list[int] = []
+    real_copy = archive._TarWriter.copy
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def count(self: archive._TarWriter, name: str, source: Any, size: int) -> None:
+        copied.append(size)
+        real_copy(self, name, source, size)
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    monkeypatch.setattr(archive._TarWriter, "copy", count)
+    target = tmp_path / "out" / "environment.tar"
+    target.parent.mkdir()
+    with pytest.raises(PackError, match=r"No space left on device \(the pack needs \d+ MB\)") as caught:
+        archive.write_archive(root, target)
+    assert caught.value.hint and "-o" in caught.value.hint
+    assert copied == []  # refused before writing anything
+    assert list(target.parent.iterdir()) == []
+
+
+def test_no_preallocation_where_unsupported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unsupported(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported, raising=False)
+    root = make_tree(tmp_path / "tree", TREE)
+    archive.write_archive(root, tmp_path / "out.tar")
+    assert (tmp_path / "out.tar").read_bytes() == tarfile_reference(root)
+
+
+def test_folder_pack_never_touches_hard_linked_files(tmp_path: Path) -> None:
+    """A cache entry linked into the staging folder keeps its own mode and mtime."""
+    staging = make_tree(tmp_path / ".staging", TREE)
+    outside = tmp_path / "cache" / "b-1.0-0.conda"
+    outside.parent.mkdir()
+    outside.write_bytes(b"b" * 1000)
+    os.chmod(outside, 0o640)
+    os.utime(outside, ns=(1_500_000_000_123_456_789, 1_500_000_000_123_456_789))
+    linked = staging / "channel/linux-64/b-1.0-0.conda"
+    linked.unlink()
+    os.link(outside, linked)
+    before = outside.stat()
+    target = tmp_path / "pack"
+    archive.write_tree(staging, target)
+    after = outside.stat()
+    assert (after.st_mode, after.st_mtime_ns, after.st_nlink) == (before.st_mode, before.st_mtime_ns, 1)
+    packed = (target / "channel/linux-64/b-1.0-0.conda").stat()
+    assert packed.st_ino != after.st_ino
+    assert (packed.st_mode & 0o777, int(packed.st_mtime)) == (0o644, TAR_MTIME)
+    assert (target / "channel/linux-64/b-1.0-0.conda").read_bytes() == b"b" * 1000
+    assert [p.name for p in (target / "channel/linux-64").iterdir() if p.name.startswith(".")] == []
+    for entry in archive.entries(target):  # folders too: the copy must not bump their mtime
+        assert int(entry.path.stat().st_mtime) == TAR_MTIME, entry.name
+
+
+@pytest.mark.skipif(not hasattr(os, "copy_file_range"), reason="os.copy_file_range is Linux-only")
+def test_bodies_are_copied_by_the_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Into a regular file no body byte passes through Python (the speed of a warm pack)."""
+
+    def through_python(*args: object) -> int:
+        raise AssertionError("a body was copied through Python")
+
+    monkeypatch.setattr(archive._TarWriter, "_user_copy", through_python)
+    root = make_tree(tmp_path / "tree", ODD_TREE)
+    archive.write_archive(root, tmp_path / "out.tar")
+    assert (tmp_path / "out.tar").read_bytes() == tarfile_reference(root)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from conda_pixi_pack import cache as cache_module
-from conda_pixi_pack.cache import CACHEDIR_TAG, Cache, file_mismatch
+from conda_pixi_pack.cache import CACHEDIR_TAG, STAMP_SUFFIX, Cache, file_mismatch, stamp_path
 from conda_pixi_pack.download import Artifact, NetworkSettings, fetch_all
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.lockfile import load
@@ -179,3 +179,154 @@ def test_two_packs_share_a_cache_concurrently(slow_server: Callable[..., SlowSer
     for art in artifacts:
         assert file_mismatch(cache / art.relative_path, art) is None
     assert leftovers(cache) == []
+
+
+# -- verification stamps: trusted hits are not read, anything else is hashed ---------------------
+
+
+def forbid_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if any cache entry is hashed (read) from now on."""
+
+    def no_read(path: Path, artifact: Artifact) -> str | None:
+        raise AssertionError(f"{path} was hashed although its stamp vouches for it")
+
+    monkeypatch.setattr(cache_module, "file_mismatch", no_read)
+
+
+def count_hashing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the entries that get hashed (by name), still hashing them."""
+    hashed: list[str] = []
+    real = cache_module.file_mismatch
+
+    def counting(path: Path, artifact: Artifact) -> str | None:
+        hashed.append(path.name)
+        return real(path, artifact)
+
+    monkeypatch.setattr(cache_module, "file_mismatch", counting)
+    return hashed
+
+
+def test_stamped_hit_is_used_without_reading_it(
+    project_server: tuple[Path, ChannelServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, server = project_server
+    artifacts = artifacts_of(project)
+    cache = tmp_path / "cache"
+    fetch_all(artifacts, tmp_path / "cold", network=NetworkSettings(), cache_dir=cache)
+    for artifact in artifacts:
+        assert stamp_path(cache / artifact.relative_path).is_file()
+    server.reset()
+    forbid_hashing(monkeypatch)
+    paths = fetch_all(artifacts, tmp_path / "warm", network=NetworkSettings(), cache_dir=cache)
+    assert server.requests == []
+    for artifact in artifacts:
+        data = paths[artifact.relative_path].read_bytes()
+        assert hashlib.sha256(data).hexdigest() == artifact.sha256
+
+
+def test_entry_written_in_place_is_detected_and_fetched_again(
+    project_server: tuple[Path, ChannelServer], sample_channel: Channel, tmp_path: Path
+) -> None:
+    """Same size, other bytes, written in place: the new mtime voids the stamp."""
+    project, server = project_server
+    artifacts = artifacts_of(project)
+    cache = tmp_path / "cache"
+    fetch_all(artifacts, tmp_path / "one", network=NetworkSettings(), cache_dir=cache)
+    rel = sample_channel.relpath("alpha")
+    entry = cache / rel
+    good = entry.read_bytes()
+    stamped = entry.stat()
+    time.sleep(0.05)  # past any coarse file-system clock tick
+    with entry.open("r+b") as stream:  # the same inode: only mtime (and content) change
+        stream.write(bytes([good[0] ^ 0xFF]))
+    changed = entry.stat()
+    assert (changed.st_ino, changed.st_size) == (stamped.st_ino, stamped.st_size)
+    assert changed.st_mtime_ns != stamped.st_mtime_ns
+    server.reset()
+    paths = fetch_all(artifacts, tmp_path / "two", network=NetworkSettings(), cache_dir=cache)
+    assert server.requests == [rel]
+    assert paths[rel].read_bytes() == good
+    assert entry.read_bytes() == good
+
+
+def test_unstamped_entry_is_hashed_then_stamped(
+    project_server: tuple[Path, ChannelServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older cache (or one another tool filled) is verified once, then trusted."""
+    project, server = project_server
+    artifacts = artifacts_of(project)
+    cache = tmp_path / "cache"
+    fetch_all(artifacts, tmp_path / "one", network=NetworkSettings(), cache_dir=cache)
+    stamps = sorted(cache.rglob(f"*{STAMP_SUFFIX}"))
+    assert len(stamps) == len(artifacts)
+    for stamp in stamps:
+        stamp.unlink()
+    server.reset()
+    with monkeypatch.context() as patch:
+        hashed = count_hashing(patch)
+        fetch_all(artifacts, tmp_path / "two", network=NetworkSettings(), cache_dir=cache)
+    assert sorted(hashed) == sorted(a.file_name for a in artifacts)
+    assert server.requests == []
+    assert sorted(cache.rglob(f"*{STAMP_SUFFIX}")) == stamps
+    forbid_hashing(monkeypatch)
+    fetch_all(artifacts, tmp_path / "three", network=NetworkSettings(), cache_dir=cache)
+    assert server.requests == []
+
+
+def test_stamp_for_other_bytes_is_not_trusted(slow_server: Callable[..., SlowServer], tmp_path: Path) -> None:
+    """The same file name locked with another checksum (a rebuilt package) is fetched again."""
+    old, new = os.urandom(50_000), os.urandom(50_000)
+    server = slow_server({"pkg.conda": old})
+    cache = tmp_path / "cache"
+    fetch_all([artifact_for(old, server.url("pkg.conda"), name="pkg.conda")], tmp_path / "one",
+              network=NetworkSettings(), cache_dir=cache)  # fmt: skip
+    server.files["pkg.conda"] = new
+    paths = fetch_all([artifact_for(new, server.url("pkg.conda"), name="pkg.conda")], tmp_path / "two",
+                      network=NetworkSettings(), cache_dir=cache)  # fmt: skip
+    (path,) = paths.values()
+    assert path.read_bytes() == new
+    (entry,) = [p for p in cache.rglob("pkg.conda")]
+    assert entry.read_bytes() == new
+
+
+def test_concurrent_packs_leave_a_trusted_cache(
+    slow_server: Callable[..., SlowServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two packs racing to fill and stamp one cache: every hit stays correct, stamps converge."""
+    files = {f"p{i}.conda": os.urandom(200_000 + i) for i in range(8)}
+    server = slow_server(files, chunk_delay=0.002)
+    artifacts = [artifact_for(d, server.url(n), name=n) for n, d in files.items()]
+    cache = tmp_path / "cache"
+
+    def race(label: str) -> None:
+        errors: list[BaseException] = []
+
+        def one(index: int) -> None:
+            try:
+                paths = fetch_all(
+                    artifacts, tmp_path / f"{label}{index}", network=NetworkSettings(), cache_dir=cache
+                )
+                for art in artifacts:
+                    assert hashlib.sha256(paths[art.relative_path].read_bytes()).hexdigest() == art.sha256
+            except BaseException as exc:  # surfaced by the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+
+    race("cold")  # both download and stamp the same entries
+    for stamp in cache.rglob(f"*{STAMP_SUFFIX}"):
+        stamp.unlink()
+    race("rehash")  # both hash and stamp the same unstamped entries
+    fetch_all(artifacts, tmp_path / "settle", network=NetworkSettings(), cache_dir=cache)
+    for art in artifacts:
+        assert file_mismatch(cache / art.relative_path, art) is None
+    assert leftovers(cache) == []
+    server.close()  # a request now would fail the fetch
+    forbid_hashing(monkeypatch)
+    paths = fetch_all(artifacts, tmp_path / "warm", network=NetworkSettings(), cache_dir=cache)
+    assert sorted(paths) == sorted(a.relative_path for a in artifacts)

@@ -155,3 +155,91 @@ def test_memory_does_not_grow_with_member_size(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert (target / "channel/noarch/big.conda").stat().st_size == size
     assert peak < 8 * 1024 * 1024, f"peak {peak} bytes while extracting a {size}-byte member"
+
+
+# -- the random-access reader (a pack given as a regular file) --------------------------------------
+
+
+def _pack_like(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A plain tar shaped like a pack, with members of awkward sizes (not multiples of 512)."""
+    contents = {
+        "pixi-pack.json": b"{}",
+        "channel/noarch/a-1-0.conda": bytes(range(256)) * 4099,
+        "channel/linux-64/b-1-0.tar.bz2": b"b" * 3,
+        "channel/linux-64/empty.conda": b"",
+    }
+    return raw_tar(tmp_path / "pack.tar", [_file(name, data) for name, data in contents.items()]), contents
+
+
+def _extracted(target: Path) -> dict[str, bytes]:
+    return {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "copy",
+    ["kernel", "refused", "missing"],
+    ids=["copy_file_range", "copy_file_range-refused", "no-copy_file_range"],
+)
+def test_file_pack_copies_every_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy: str) -> None:
+    """Whatever the kernel offers (other file systems refuse copy_file_range), the bytes are exact."""
+    import errno
+    import os
+
+    if copy == "refused":
+
+        def refuse(*args: object, **kwargs: object) -> int:
+            raise OSError(errno.EXDEV, "cross-device")
+
+        monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
+    elif copy == "missing":
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    archive, contents = _pack_like(tmp_path)
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_tar(archive, target, Reporter())
+    assert _extracted(target) == contents
+
+
+def test_compressed_tar_still_accepted(tmp_path: Path) -> None:
+    """Only plain tars take the fast path; a gzip'd pack is read as a stream, as before."""
+    _, contents = _pack_like(tmp_path)
+    archive = tmp_path / "pack.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in contents.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_tar(archive, target, Reporter())
+    assert _extracted(target) == contents
+
+
+@pytest.mark.parametrize("as_stream", [False, True], ids=["file", "stream"])
+def test_on_file_sees_each_complete_file(tmp_path: Path, as_stream: bool) -> None:
+    """Hashing starts from this callback, so each file must be whole and closed when it runs."""
+    archive, contents = _pack_like(tmp_path)
+    target = tmp_path / "out"
+    target.mkdir()
+    seen: dict[str, bytes] = {}
+
+    def on_file(path: Path) -> None:
+        seen[path.relative_to(target).as_posix()] = path.read_bytes()
+
+    if as_stream:
+        with open(archive, "rb") as f:
+            extract_tar(io.BufferedReader(f), target, Reporter(), on_file=on_file)  # type: ignore[arg-type]
+    else:
+        extract_tar(archive, target, Reporter(), on_file=on_file)
+    assert seen == contents
+
+
+def test_member_cut_short_on_the_file_path(tmp_path: Path) -> None:
+    """The random-access reader notices a member running past the end of the file."""
+    archive, _ = _pack_like(tmp_path)
+    data = archive.read_bytes()
+    archive.write_bytes(data[: data.index(bytes(range(256))) + 1000])
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(PackError, match="is damaged: unexpected end of data"):
+        extract_tar(archive, target, Reporter())

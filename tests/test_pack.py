@@ -730,3 +730,46 @@ def test_result_counts_for_stdout_are_bytes_written(
 def test_folder_pack_to_stdout_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PackError, match="a folder pack cannot be written to standard output"):
         pack(PackOptions(manifest=tmp_path, to_stdout=True, directory_only=True))
+
+
+def test_folder_packs_from_a_cache_leave_its_entries_alone(
+    make_project: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder pack normalises its files; the cache entries linked into it keep their
+    mtime and mode, so their verification stamps stay valid and the next pack reads none."""
+    from conda_pixi_pack import cache as cache_module
+
+    project = make_project(["alpha", "beta", "noarch-data"], wheels=["fixture-wheel"])
+    cache = tmp_path / "cache"
+    run_pack(project, tmp_path / "cold", directory_only=True, cache_dir=cache)
+    entries = {
+        path: path.stat()
+        for path in cache.rglob("*")
+        if path.is_file() and not path.name.startswith(".") and path.name != "CACHEDIR.TAG"
+    }
+    assert len(entries) == 4
+    assert all(int(st.st_mtime) != layout.TAR_MTIME for st in entries.values())
+    run_pack(project, tmp_path / "warm", directory_only=True, cache_dir=cache)
+    for path, before in entries.items():
+        after = path.stat()
+        assert (after.st_ino, after.st_mode, after.st_mtime_ns) == (
+            before.st_ino,
+            before.st_mode,
+            before.st_mtime_ns,
+        )
+        assert after.st_nlink == 1  # no file of either folder pack shares the entry's inode
+    for folder in (tmp_path / "cold", tmp_path / "warm"):
+        for entry in archive.entries(folder):
+            st = entry.path.stat()
+            assert (st.st_mode & 0o777, int(st.st_mtime)) == (
+                0o755 if entry.is_dir else 0o644,
+                layout.TAR_MTIME,
+            )
+
+    def no_read(path: Path, artifact: object) -> str | None:
+        raise AssertionError(f"{path} was hashed: its stamp no longer matches")
+
+    monkeypatch.setattr(cache_module, "file_mismatch", no_read)
+    third = tmp_path / "third.tar"
+    run_pack(project, third, cache_dir=cache)
+    assert members(third) == listing(tmp_path / "warm")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import tarfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +19,10 @@ import pytest
 
 from conda_pixi_pack import unpack as unpack_module
 from conda_pixi_pack.errors import PackError, UserCancelled
+from conda_pixi_pack.extract import extract_tar
 from conda_pixi_pack.progress import Reporter
 from conda_pixi_pack.unpack import UnpackOptions, choose_installer, unpack
+from conda_pixi_pack.validate import PackageDigests
 from tests.conftest import ACTIVATE_VARIABLE, POST_LINK_MARKER
 from tests.packs import make_pack, make_pack_dir, record_of, tar_dir
 from tests.support.packages import PLACEHOLDER, PackageSpec, build_package
@@ -456,6 +462,52 @@ def test_tar_bz2_records_under_packages_conda(tmp_path: Path, packages: Callable
     repodata_path.write_text(json.dumps(repodata))
     result = unpack(rattler_options(src, tmp_path / "out2"))
     assert (result.prefix / "share" / "beta" / "README").is_file()
+
+
+def _hashing_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("conda-pixi-pack-hash")]
+
+
+@pytest.mark.parametrize(
+    "how", ["checksum", "unsafe-member-after-packages"], ids=["checksum", "unsafe-member"]
+)
+def test_failed_unpack_leaves_no_hashing_thread(
+    tmp_path: Path, packages: Callable[..., list[Path]], how: str
+) -> None:
+    """Packages are hashed in threads while the tar is extracted: a failure stops and joins them."""
+    src = make_pack_dir(tmp_path / "src", packages("alpha", "beta", "noarch-data"))
+    if how == "checksum":
+        _break("checksum", src)
+    pack = tar_dir(src, tmp_path / "environment.tar")
+    if how != "checksum":
+        # Valid packages first (their hashing is under way), then a member escaping the pack.
+        with tarfile.open(pack, "a") as tar:
+            info = tarfile.TarInfo("../evil")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(PackError, match="does not match its sha256|points outside"):
+        unpack(rattler_options(pack, out))
+    assert _hashing_threads() == []
+    assert leftovers(out) == []
+    assert not (tmp_path / "evil").exists()
+
+
+def test_digests_from_extraction_are_the_files_sha256(tmp_path: Path, basic_pack: Path) -> None:
+    """What validation trusts from the background hashing is exactly hashlib's sha256 of each file."""
+    target = tmp_path / "x"
+    target.mkdir()
+    with PackageDigests() as digests:
+        extract_tar(basic_pack, target, Reporter(), on_file=digests.submit)
+        files = sorted((target / "channel").glob("*/*.conda")) + sorted(
+            (target / "channel").glob("*/*.tar.bz2")
+        )
+        assert files
+        for path in files:
+            assert digests.sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert digests.sha256(target / "pixi-pack.json") is None  # not a package: never hashed
+    assert _hashing_threads() == []
 
 
 # -- all or nothing ------------------------------------------------------------------------------

@@ -90,22 +90,41 @@ def _meta_path(prefix: Path, record: dict[str, Any]) -> Path:
     return prefix / "conda-meta" / f"{record['name']}-{record['version']}-{record['build']}.json"
 
 
-def _restore_provenance(prefix: Path, packages: list[PackedPackage]) -> None:
-    """Put the original URL and channel back into conda-meta (where rattler wrote file:// ones)."""
+def _dump_meta(meta: dict[str, Any]) -> str:
+    """``meta`` as JSON with one top-level key per line and each value compact.
+
+    ``json.dumps(indent=2)`` runs Python's pure-Python encoder (the C one has no indent), which
+    costs ~1 ms per package for the long ``files``/``paths_data`` lists: too much for rewriting
+    two fields. Compact values keep the C encoder and the top level stays readable.
+    """
+    lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in meta.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def _restore_provenance(prefix: Path, packages: list[PackedPackage]) -> dict[str, str]:
+    """Put the original URL and channel back into conda-meta (where rattler wrote file:// ones).
+
+    Returns each package's channel (by conda-meta file name) for the history.
+    """
+    channels: dict[str, str] = {}
     for package in packages:
-        if package.origin is None:
-            continue
         path = _meta_path(prefix, package.record)
+        if package.origin is None:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            channels[path.name] = str(meta.get("channel") or "")
+            continue
         meta = json.loads(path.read_text(encoding="utf-8"))
         meta["url"] = package.origin.url
         # "<channel>/<subdir>/<file name>" -> "<channel>/" when the pack did not name the channel.
         meta["channel"] = package.origin.channel or package.origin.url.rsplit("/", 2)[0] + "/"
+        channels[path.name] = meta["channel"]
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(_dump_meta(meta), encoding="utf-8")
         os.replace(tmp, path)
+    return channels
 
 
-def _write_history(prefix: Path, packages: list[PackedPackage]) -> None:
+def _write_history(prefix: Path, packages: list[PackedPackage], channels: dict[str, str]) -> None:
     """One conda-style revision listing every package, unless rattler already wrote one."""
     history = prefix / "conda-meta" / "history"
     if history.is_file() and history.read_text(encoding="utf-8").strip():
@@ -116,12 +135,9 @@ def _write_history(prefix: Path, packages: list[PackedPackage]) -> None:
     ]
     dists = []
     for package in packages:
-        meta = json.loads(_meta_path(prefix, package.record).read_text(encoding="utf-8"))
         record = package.record
-        dists.append(
-            f"+{_channel_name(str(meta.get('channel') or ''))}::"
-            f"{record['name']}-{record['version']}-{record['build']}"
-        )
+        channel = channels[_meta_path(prefix, record).name]
+        dists.append(f"+{_channel_name(channel)}::{record['name']}-{record['version']}-{record['build']}")
     history.write_text("\n".join(lines + sorted(dists)) + "\n", encoding="utf-8")
 
 
@@ -198,5 +214,4 @@ def install_with_rattler(
             f"the post-link script of {', '.join(sorted(progress.failed_post_links))} failed",
             "see the package's documentation; the environment was not created",
         )
-    _restore_provenance(prefix, packages)
-    _write_history(prefix, packages)
+    _write_history(prefix, packages, _restore_provenance(prefix, packages))
