@@ -91,6 +91,12 @@ def read_metadata(root: Path) -> PackMetadata:
     if not isinstance(data, dict):
         raise PackError(f"not a pack: {METADATA_FILE} is not a JSON object")
     version = data.get("version")
+    if version is not None and not isinstance(version, str):
+        raise PackError(
+            f"broken pack: {METADATA_FILE} has version {json.dumps(version)}, "
+            f"which must be the string {json.dumps(FORMAT_VERSION)}",
+            "the pack was not written by pixi-pack or conda-pixi-pack; write it again with `pack`",
+        )
     if version != FORMAT_VERSION:
         raise PackError(
             f"unsupported pack format version {version!r} (this tool reads {FORMAT_VERSION!r})",
@@ -148,6 +154,23 @@ def repodata(subdir: str, records: Mapping[str, Mapping[str, Any]]) -> dict[str,
         "removed": [],
         "repodata_version": 2,
     }
+
+
+def dump_repodata(document: Mapping[str, Any]) -> str:
+    """Serialise a :func:`repodata` document: one line per package record.
+
+    Readable and diffable like an indented file, but written by the C JSON encoder (the
+    ``indent=`` one is pure Python and costs more than the rest of a warm pack's metadata).
+    """
+    lines = []
+    for key, value in document.items():
+        if isinstance(value, dict) and key in ("packages", "packages.conda") and value:
+            entries = (f"    {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in value.items())
+            body = ",\n".join(entries)
+            lines.append(f"  {json.dumps(key)}: {{\n{body}\n  }}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, sort_keys=True)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def read_repodata(root: Path) -> dict[str, dict[str, dict[str, Any]]]:

@@ -9,7 +9,6 @@ pack succeeded; the staging folder is removed on every path out, Ctrl-C included
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -193,9 +192,7 @@ def _fill(
     for subdir, subdir_records in by_subdir.items():
         (channel / subdir).mkdir(parents=True, exist_ok=True)
         document = layout.repodata(subdir, subdir_records)
-        (channel / subdir / layout.REPODATA_FILE).write_text(
-            json.dumps(document, indent=2) + "\n", encoding="utf-8"
-        )
+        (channel / subdir / layout.REPODATA_FILE).write_text(layout.dump_repodata(document), encoding="utf-8")
 
     # A lock may name local files by a path relative to itself; such a path means nothing on the
     # target machine, so the origin of a local file is its absolute file:// URL as packed.

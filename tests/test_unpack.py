@@ -396,7 +396,7 @@ def _break(kind: str, src: Path) -> None:
 VALIDATION = {
     "missing-metadata": "not a pack: pixi-pack.json is missing",
     "metadata-not-json": "pixi-pack.json cannot be read",
-    "version-number": "unsupported pack format version 1 ",
+    "version-number": "has version 1, which must be the string",
     "version-2": "unsupported pack format version '2'",
     "wrong-platform": f"the pack is for win-64 but this machine is {unpack_module.current_platform()}",
     "checksum": "channel/linux-64/alpha-1.0-h0_0.conda does not match its sha256",

@@ -16,29 +16,13 @@ import time
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Final
 
-from rich.console import Console
-from rich.filesize import decimal
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
-from rich.text import Text
-
 from conda_pixi_pack.progress import Reporter, Task
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from rich.progress import Task as RichTask
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
     from conda_pixi_pack.cli import Output
     from conda_pixi_pack.pack import PackResult
@@ -50,6 +34,24 @@ BYTES: Final = "B"
 WARNING_PREFIX: Final = "warning:"
 #: How each activation script is loaded into the current shell, by its extension.
 ACTIVATE_COMMANDS: Final = {".ps1": ". {}", ".bat": "call {}"}
+
+
+def decimal(size: int) -> str:
+    """``34.5 MB``: the same text as ``rich.filesize.decimal``.
+
+    Written out because importing anything from rich costs ~30 ms at start-up, and plain output
+    (pipes, CI logs, ``-q``) must not pay it; rich is imported only when bars are drawn.
+    """
+    if size == 1:
+        return "1 byte"
+    if size < 1000:
+        return f"{size:,} bytes"
+    value = float(size)
+    for suffix in ("kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"):
+        value /= 1000
+        if value < 1000 or suffix == "YB":
+            break
+    return f"{value:,.1f} {suffix}"
 
 
 def human_amount(amount: float, unit: str) -> str:
@@ -66,27 +68,70 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-class _UnitColumn(ProgressColumn):
-    """Sizes for byte tasks and ``m/n`` for counts: one Progress holds both kinds of bars."""
+def _new_progress(console: Console) -> Progress:
+    """rich's live display with one bar kind for bytes (size, speed) and one for counts (m/n)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+    from rich.text import Text
+
+    class UnitColumn(ProgressColumn):
+        """Sizes for byte tasks and ``m/n`` for counts: one Progress holds both kinds of bars."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._bytes = DownloadColumn()
+            self._count = MofNCompleteColumn()
+
+        def render(self, task: Any) -> Text:
+            return (self._bytes if task.fields.get("unit") == BYTES else self._count).render(task)
+
+    class SpeedColumn(ProgressColumn):
+        """Transfer speed, for byte tasks only."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._speed = TransferSpeedColumn()
+
+        def render(self, task: Any) -> Text:
+            return self._speed.render(task) if task.fields.get("unit") == BYTES else Text("")
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TaskProgressColumn(),
+        UnitColumn(),
+        SpeedColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        # stdout may be the pack itself (-o -): never let rich capture it
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+
+
+class _PlainConsole:
+    """Lines on stderr for pipes and files: what rich prints there, without importing rich."""
+
+    is_terminal = False
 
     def __init__(self) -> None:
-        super().__init__()
-        self._bytes = DownloadColumn()
-        self._count = MofNCompleteColumn()
+        self._lock = threading.Lock()
 
-    def render(self, task: RichTask) -> Text:
-        return (self._bytes if task.fields.get("unit") == BYTES else self._count).render(task)
-
-
-class _SpeedColumn(ProgressColumn):
-    """Transfer speed, for byte tasks only."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._speed = TransferSpeedColumn()
-
-    def render(self, task: RichTask) -> Text:
-        return self._speed.render(task) if task.fields.get("unit") == BYTES else Text("")
+    def print(self, message: str) -> None:
+        with self._lock:
+            sys.stderr.write(f"{message}\n")
+            sys.stderr.flush()
 
 
 class _CountingTask(Task):
@@ -151,9 +196,13 @@ class ConsoleReporter(Reporter):
     """
 
     def __init__(self, output: Output, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
         self.show_info = not (output.quiet or output.json)
         self.show_debug = output.verbosity > 0
+        if console is None and sys.stderr.isatty():
+            from rich.console import Console
+
+            console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
+        self.console: Console | _PlainConsole = console or _PlainConsole()
         self.bars = self.show_info and self.console.is_terminal
         self._progress: Progress | None = None
         self._lock = threading.Lock()
@@ -176,19 +225,7 @@ class ConsoleReporter(Reporter):
     def _live(self) -> Progress:
         with self._lock:
             if self._progress is None:
-                self._progress = Progress(
-                    SpinnerColumn(),
-                    TextColumn("{task.description}", markup=False),
-                    BarColumn(),
-                    TaskProgressColumn(),
-                    _UnitColumn(),
-                    _SpeedColumn(),
-                    TimeElapsedColumn(),
-                    console=self.console,
-                    # stdout may be the pack itself (-o -): never let rich capture it
-                    redirect_stdout=False,
-                    redirect_stderr=False,
-                )
+                self._progress = _new_progress(self.console)  # type: ignore[arg-type]
                 self._progress.start()
             return self._progress
 
@@ -208,10 +245,21 @@ class ConsoleReporter(Reporter):
 
     def debug(self, message: str) -> None:
         if self.show_debug:
-            self.console.print(Text(message, style="dim"))
+            self._print(message, style="dim")
 
     def warn(self, message: str) -> None:
-        self.console.print(Text.assemble((WARNING_PREFIX, "bold yellow"), " ", message))
+        self._print(f"{WARNING_PREFIX} {message}", style="bold yellow", styled=len(WARNING_PREFIX))
+
+    def _print(self, message: str, *, style: str, styled: int | None = None) -> None:
+        """Print ``message`` with ``style`` on its first ``styled`` characters (all by default)."""
+        if isinstance(self.console, _PlainConsole):
+            self.console.print(message)
+            return
+        from rich.text import Text
+
+        text = Text(message)
+        text.stylize(style, 0, styled)
+        self.console.print(text)
 
     def result(self, message: str) -> None:
         """A final line; hidden by ``-q`` like any info."""
