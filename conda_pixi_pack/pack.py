@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from conda_pixi_pack import __version__, archive, download, inject, layout, lockfile
 from conda_pixi_pack.errors import PackError, UserCancelled
-from conda_pixi_pack.progress import Reporter
+from conda_pixi_pack.progress import Reporter, plural
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -168,7 +168,7 @@ def _fill(
     """Put every file of the pack into ``root``."""
     channel = root / layout.CHANNEL_DIR
     artifacts = [c.artifact for c in conda] + [w.artifact for w in wheels]
-    reporter.info(f"Downloading {len(conda)} conda packages and {len(wheels)} wheels")
+    reporter.info(f"Downloading {plural(len(conda), 'conda package')} and {plural(len(wheels), 'wheel')}")
     fetch_root = root / FETCH_DIR
     fetched = download.fetch_all(
         artifacts,

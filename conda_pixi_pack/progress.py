@@ -33,3 +33,8 @@ class Reporter:
 
     def warn(self, message: str) -> None:
         """Something the user should know that does not stop the job (shown even with ``-q``)."""
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 wheel``, ``2 wheels``: for messages of the core and the CLI alike."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")

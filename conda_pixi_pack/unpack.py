@@ -230,7 +230,6 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
         if undo.swap is not None:
             undo.swap.commit(reporter)
         undo.cleanup(reporter)
-        reporter.info(f"Unpacked into {prefix}; activate it with {result.activation_script}")
         return result
     except KeyboardInterrupt:
         undo.rollback(reporter)

@@ -16,7 +16,7 @@ import time
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Final
 
-from conda_pixi_pack.progress import Reporter, Task
+from conda_pixi_pack.progress import Reporter, Task, plural
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -61,11 +61,6 @@ def human_amount(amount: float, unit: str) -> str:
     count = int(amount)
     noun = "package" if unit == "pkg" else unit
     return f"{count} {noun}" + ("" if count == 1 or noun.endswith("s") else "s")
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 wheel``, ``2 wheels``."""
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _new_progress(console: Console) -> Progress:
