@@ -1,7 +1,10 @@
 """``unpack``: a pack -> a working environment, all or nothing (orchestration only).
 
-SEED written by the lead: the options/result shapes below are the contract with the CLI.
-The unpack helper owns this file and may add fields (with defaults) but not rename existing ones.
+The steps, each owned by its own module: resolve the target (:mod:`targets`), extract the pack
+safely (:mod:`extract`) while its packages are hashed, validate it (:mod:`validate`), install with
+conda or rattler (:mod:`install`) and the wheels, then write the activation script
+(:mod:`activation`). Every step records what it created in an undo log, so a failure or Ctrl-C
+takes back exactly what this run made.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Installers that turn the extracted pack into an environment.
 
-SEED written by the lead: :class:`PackedPackage` is the contract between unpack.py and the
-installer backends (``conda.py``, ``rattler.py``) and ``wheels.py``.
+:class:`PackedPackage` is what ``unpack`` hands to each backend (``conda.py``, ``rattler.py``);
+``wheels.py`` installs the pack's wheels into the result. Backends import their engine lazily, so
+this package imports where conda is absent.
 """
 
 from __future__ import annotations
