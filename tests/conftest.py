@@ -63,11 +63,13 @@ def conda_available() -> None:
 def conda_env(tmp_path_factory: pytest.TempPathFactory, conda_available: None) -> dict[str, str]:
     """Environment for ``python -m conda`` subprocesses that touches nothing outside tmp.
 
-    Own package cache, no user condarc, classic solver where conda-libmamba-solver is absent.
+    Own package cache, no user condarc, classic solver where conda-libmamba-solver is absent, and
+    its own HOME: conda registers every environment it creates in ``~/.conda/environments.txt``.
     """
     base = tmp_path_factory.mktemp("conda-home")
     env = dict(os.environ)
     env.update(
+        HOME=str(base / "home"),
         CONDA_PKGS_DIRS=str(base / "pkgs"),
         CONDARC=str(base / "condarc"),
         CONDA_ENVS_DIRS=str(base / "envs"),
