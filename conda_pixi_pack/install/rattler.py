@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -201,17 +202,27 @@ def install_with_rattler(
         )
     except BaseException as exc:
         _wait_until_quiet([cache, prefix])
+        if temp_cache is not None:
+            temp_cache.cleanup()
         if not isinstance(exc, Exception):
             raise
         # rattler raises its own types for broken packages, link errors, ...
         raise PackError(f"installing the packages into {prefix} failed: {exc}") from exc
     finally:
         task.done()
-        if temp_cache is not None:
-            temp_cache.cleanup()
-    if progress.failed_post_links:
-        raise PackError(
-            f"the post-link script of {', '.join(sorted(progress.failed_post_links))} failed",
-            "see the package's documentation; the environment was not created",
-        )
-    _write_history(prefix, packages, _restore_provenance(prefix, packages))
+    # The prefix holds hard links to the extracted packages, so the temporary cache can go now:
+    # its ~10,000 unlinks run in a thread (they release the GIL) while conda-meta is rewritten.
+    cleaner = None
+    if temp_cache is not None:
+        cleaner = threading.Thread(target=temp_cache.cleanup, name="remove-temporary-cache")
+        cleaner.start()
+    try:
+        if progress.failed_post_links:
+            raise PackError(
+                f"the post-link script of {', '.join(sorted(progress.failed_post_links))} failed",
+                "see the package's documentation; the environment was not created",
+            )
+        _write_history(prefix, packages, _restore_provenance(prefix, packages))
+    finally:
+        if cleaner is not None:
+            cleaner.join()
