@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 from conda_pixi_pack.activation import resolve_shell, script_path, write_activation_script
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.extract import extract_tar
-from conda_pixi_pack.layout import conda_spec
+from conda_pixi_pack.layout import CHANNEL_DIR, conda_spec
 from conda_pixi_pack.progress import Reporter
 from conda_pixi_pack.targets import (
     TEMP_PREFIX,
@@ -34,6 +36,8 @@ from conda_pixi_pack.targets import (
 from conda_pixi_pack.validate import PackageDigests, current_platform, validate_pack
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from conda_pixi_pack.validate import ValidatedPack
 
 Installer = Literal["conda", "rattler"]
@@ -89,8 +93,23 @@ class _Undo:
     #: The prefix existed as an empty folder: emptied again rather than removed.
     keep_prefix_dir: bool = False
     script: Path | None = None
+    #: Removals running in the background; joined before anything else is cleaned up.
+    removals: list[threading.Thread] = field(default_factory=list)
+
+    def remove_in_background(self, path: Path) -> None:
+        """Start removing ``path`` (unlinks release the GIL, so this overlaps the metadata work)."""
+        thread = threading.Thread(
+            target=shutil.rmtree, args=(path,), kwargs={"ignore_errors": True}, name="remove-packages"
+        )
+        thread.start()
+        self.removals.append(thread)
+
+    def join_removals(self) -> None:
+        while self.removals:
+            self.removals.pop().join()
 
     def rollback(self, reporter: Reporter) -> None:
+        self.join_removals()
         if self.script is not None:
             rmtree(self.script, reporter)
         if self.new_prefix is not None:
@@ -102,6 +121,7 @@ class _Undo:
         self.cleanup(reporter)
 
     def cleanup(self, reporter: Reporter) -> None:
+        self.join_removals()
         if self.work_dir is not None and (self.swap is None or self.swap.moved is None):
             rmtree(self.work_dir, reporter)
         remove_created(self.created_dirs)
@@ -154,18 +174,27 @@ def _open_source(
 
 
 def _install(
-    installer: Installer, pack: ValidatedPack, prefix: Path, options: UnpackOptions, reporter: Reporter
+    installer: Installer,
+    pack: ValidatedPack,
+    prefix: Path,
+    options: UnpackOptions,
+    reporter: Reporter,
+    on_linked: Callable[[], None] | None,
 ) -> None:
     # Imported here: conda must not be imported unless its backend is used, and the wheel
     # installer only when there are wheels.
     if installer == "conda":
         from conda_pixi_pack.install.conda import install_with_conda
 
-        install_with_conda(pack.packages, prefix, pkgs_dir=options.pkgs_dir, reporter=reporter)
+        install_with_conda(
+            pack.packages, prefix, pkgs_dir=options.pkgs_dir, reporter=reporter, on_linked=on_linked
+        )
     else:
         from conda_pixi_pack.install.rattler import install_with_rattler
 
-        install_with_rattler(pack.packages, prefix, pkgs_dir=options.pkgs_dir, reporter=reporter)
+        install_with_rattler(
+            pack.packages, prefix, pkgs_dir=options.pkgs_dir, reporter=reporter, on_linked=on_linked
+        )
     if pack.wheels:
         from conda_pixi_pack.install.wheels import install_wheels
 
@@ -227,7 +256,18 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
         undo.keep_prefix_dir = prefix.is_dir()
         undo.new_prefix = prefix
         reporter.info(f"Installing {len(pack.packages)} packages into {prefix} with {installer}")
-        _install(installer, pack, prefix, options, reporter)
+        # Packages we extracted are not needed once linked: remove them while the rest finishes
+        # (never a folder pack: that is the user's).
+        ours = undo.work_dir is not None and undo.work_dir in root.parents
+        extracted = root / CHANNEL_DIR if ours else None
+        _install(
+            installer,
+            pack,
+            prefix,
+            options,
+            reporter,
+            on_linked=(lambda: undo.remove_in_background(extracted)) if extracted is not None else None,
+        )
         undo.script = script_path(output_directory, shell)
         result.activation_script = write_activation_script(prefix, shell, platform, output_directory)
         if undo.swap is not None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from conda_pixi_pack.errors import PackError, UserCancelled
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from conda.models.records import PackageRecord
 
@@ -67,7 +67,12 @@ _MAX_OUTPUT: Final = 400
 
 
 def install_with_conda(
-    packages: list[PackedPackage], prefix: Path, *, pkgs_dir: Path | None, reporter: Reporter
+    packages: list[PackedPackage],
+    prefix: Path,
+    *,
+    pkgs_dir: Path | None,
+    reporter: Reporter,
+    on_linked: Callable[[], None] | None = None,
 ) -> None:
     """Create the environment at ``prefix`` from ``packages`` through conda; raises PackError.
 
@@ -75,7 +80,8 @@ def install_with_conda(
     conda's configured caches are. On failure the environment is unregistered again and the caller
     deletes the prefix; extractions already finished stay in the cache, as with any conda command.
     Progress: half a step per package once it is extracted in the cache, the other half when the
-    transaction is done (conda's transaction reports nothing per package).
+    transaction is done (conda's transaction reports nothing per package). ``on_linked`` is called
+    once the pack's package files are no longer needed.
     """
     from conda.core.envs_manager import get_user_environments_txt_file
     from conda.gateways.disk.read import yield_lines
@@ -90,6 +96,8 @@ def install_with_conda(
                 _fetch_extract(records, {id(r): p for r, p in zip(records, packages)}, task)
                 _check_extracted(records)
                 _link(records, prefix)
+                if on_linked is not None:
+                    on_linked()
             except BaseException:
                 if not was_registered:
                     _unregister(prefix)

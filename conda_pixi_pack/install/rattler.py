@@ -32,6 +32,8 @@ from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.layout import REPODATA_FILE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rattler import RepoDataRecord
 
     from conda_pixi_pack.install import PackedPackage
@@ -172,12 +174,19 @@ def _wait_until_quiet(folders: list[Path]) -> None:
 
 
 def install_with_rattler(
-    packages: list[PackedPackage], prefix: Path, *, pkgs_dir: Path | None, reporter: Reporter
+    packages: list[PackedPackage],
+    prefix: Path,
+    *,
+    pkgs_dir: Path | None,
+    reporter: Reporter,
+    on_linked: Callable[[], None] | None = None,
 ) -> None:
     """Install ``packages`` into the new ``prefix`` with rattler; raises PackError on any failure.
 
     ``pkgs_dir`` keeps the extracted packages for later runs; without it they go to a temporary
     folder beside ``prefix`` (same file system, so rattler can hard-link) removed at the end.
+    ``on_linked`` is called once the package files are no longer needed (the caller may start
+    removing them while the metadata is finished).
     """
     records = _records(packages)
     temp_cache = None
@@ -210,6 +219,8 @@ def install_with_rattler(
         raise PackError(f"installing the packages into {prefix} failed: {exc}") from exc
     finally:
         task.done()
+    if on_linked is not None:
+        on_linked()
     # The prefix holds hard links to the extracted packages, so the temporary cache can go now:
     # its ~10,000 unlinks run in a thread (they release the GIL) while conda-meta is rewritten.
     cleaner = None
