@@ -59,23 +59,44 @@ def _conda_python(candidate: str) -> str | None:
     return candidate if result.returncode == 0 else None
 
 
-def _runs(
-    runs: int, work: Path, command: Callable[[Path], Sequence[str | os.PathLike[str]]], env: dict[str, str]
-) -> list[synthetic.Measurement]:
-    """``runs`` timings of ``command(run_dir)``, each in a new empty folder removed afterwards.
+def _paired_runs(
+    runs: int,
+    work: Path,
+    engine: Callable[[Path], Sequence[str | os.PathLike[str]]],
+    ours: Callable[[Path], Sequence[str | os.PathLike[str]]],
+    env: dict[str, str],
+) -> tuple[list[synthetic.Measurement], list[synthetic.Measurement]]:
+    """``runs`` timings of each command, interleaved (engine, ours, engine, ours, ...).
 
-    Each run starts after ``os.sync()``, so that no run pays for the previous one's writeback.
+    Interleaving spreads any drift of the machine (other load, page cache, disk writeback) over
+    both sides alike. Each run gets a new empty folder (removed afterwards) and starts after
+    ``os.sync()``, so that no run pays for the previous one's writeback. One untimed run of each
+    comes first, to fill the bytecode folder (see :func:`_bytecode_env`).
     """
-    result = []
-    for index in range(runs):
-        run_dir = work / f"run-{index}"
-        shutil.rmtree(run_dir, ignore_errors=True)
-        (run_dir / "pkgs").mkdir(parents=True)
-        run_env = {**env, "CONDA_PKGS_DIRS": str(run_dir / "pkgs")}
-        os.sync()
-        result.append(synthetic.run_measured(command(run_dir), env=run_env))
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return result
+    results: tuple[list[synthetic.Measurement], list[synthetic.Measurement]] = ([], [])
+    for index in range(-1, runs):
+        for side, command in enumerate((engine, ours)):
+            run_dir = work / f"run-{side}-{index}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            (run_dir / "pkgs").mkdir(parents=True)
+            run_env = {**env, **_bytecode_env(work), "CONDA_PKGS_DIRS": str(run_dir / "pkgs")}
+            os.sync()
+            measurement = synthetic.run_measured(command(run_dir), env=run_env)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if index >= 0:
+                results[side].append(measurement)
+                label = ("engine", "unpack")[side]
+                print(f"  {label:7} {measurement.seconds:.2f} s", flush=True)
+    return results
+
+
+def _bytecode_env(work: Path) -> dict[str, str]:
+    """Let every run keep compiled bytecode, in a folder of the benchmark's own.
+
+    A user's ``pip install`` compiles the package; an editable install under
+    ``PYTHONDONTWRITEBYTECODE`` (as in some sandboxes) would compile it on every run instead.
+    """
+    return {"PYTHONPYCACHEPREFIX": str(work / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,35 +131,26 @@ def main(argv: list[str] | None = None) -> int:
     if conda_python is None:
         print(f"conda is not importable by {args.conda_python}: skipping the conda rows", flush=True)
     else:
-        print(f"conda alone: conda create --offline --file explicit.txt ({args.runs} runs)", flush=True)
-        engine = _runs(
+        print(f"conda alone vs unpack --installer conda ({args.runs} runs each, interleaved)", flush=True)
+        engine, ours = _paired_runs(
             args.runs,
             work,
             lambda run: [conda_python, "-m", "conda", "create", "--offline", "--yes", "--quiet",
                          "-p", run / "env", "--file", explicit],
-            env,
-        )  # fmt: skip
-        print(f"conda-pixi-pack unpack --installer conda ({args.runs} runs)", flush=True)
-        ours = _runs(
-            args.runs,
-            work,
             lambda run: [conda_python, "-m", "conda_pixi_pack", "unpack", pack, "-o", run / "out",
                          "--installer", "conda", "--pkgs-dir", run / "pkgs"],
             env,
         )  # fmt: skip
         rows.append(("conda", "`conda create --offline --file explicit.txt`", engine, ours))
 
-    print(f"rattler engine alone: rattler.install ({args.runs} runs)", flush=True)
-    engine = _runs(
+    print(
+        f"rattler.install alone vs unpack --installer rattler ({args.runs} runs each, alternating)",
+        flush=True,
+    )
+    engine, ours = _paired_runs(
         args.runs,
         work,
         lambda run: [sys.executable, __file__, "--rattler-install", channel, run / "env", run / "pkgs"],
-        env,
-    )
-    print(f"conda-pixi-pack unpack --installer rattler ({args.runs} runs)", flush=True)
-    ours = _runs(
-        args.runs,
-        work,
         lambda run: [sys.executable, "-m", "conda_pixi_pack", "unpack", pack, "-o", run / "out",
                      "--installer", "rattler", "--pkgs-dir", run / "pkgs"],
         env,
@@ -175,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Peak RSS of unpack: {peak / MB:.0f} MB (target < 200 MB: {synthetic.verdict(peak / MB, 200)}). "
         + synthetic.machine_note(args.runs)
-        + " Each run starts with an empty package cache and a new prefix, after `os.sync()` (no run"
-        " pays for the previous one's dirty-page writeback).",
+        + " Engine and `unpack` runs alternate; each starts with an empty package cache and a new"
+        " prefix, after `os.sync()` (no run pays for the previous one's dirty-page writeback).",
         "",
     ]
     synthetic.write_results("unpack", "\n".join(lines))
