@@ -19,6 +19,7 @@ import pytest
 from tests.support.channel import index_channel, record_for, write_lock, write_project
 from tests.support.packages import PLACEHOLDER, PackageSpec, binary_with_prefix, build_package
 from tests.support.server import ChannelServer
+from tests.support.slow_server import SlowServer
 from tests.support.wheels import build_sdist, build_wheel, sha256_of
 
 if TYPE_CHECKING:
@@ -354,3 +355,17 @@ def _dist_name_version(path: Path) -> tuple[str, str]:
     else:
         dist, _, version = name.removesuffix(".tar.gz").rpartition("-")
     return dist.replace("_", "-"), version
+
+
+@pytest.fixture
+def slow_server() -> Iterator[Callable[..., SlowServer]]:
+    """Factory of :class:`tests.support.slow_server.SlowServer` instances, closed afterwards."""
+    servers: list[SlowServer] = []
+
+    def factory(files: dict[str, bytes], **kwargs: float) -> SlowServer:
+        servers.append(SlowServer(files, **kwargs))
+        return servers[-1]
+
+    yield factory
+    for server in servers:
+        server.close()

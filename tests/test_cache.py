@@ -16,27 +16,14 @@ from conda_pixi_pack.cache import CACHEDIR_TAG, STAMP_SUFFIX, Cache, file_mismat
 from conda_pixi_pack.download import Artifact, NetworkSettings, fetch_all
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.lockfile import load
-from tests.test_download import SlowServer, artifact_for, leftovers
+from tests.support.slow_server import SlowServer, artifact_for, leftovers
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
     from tests.conftest import Channel
     from tests.support.server import ChannelServer
-
-
-@pytest.fixture
-def slow_server() -> Iterator[Callable[..., SlowServer]]:
-    servers: list[SlowServer] = []
-
-    def factory(files: dict[str, bytes], **kwargs: float) -> SlowServer:
-        servers.append(SlowServer(files, **kwargs))
-        return servers[-1]
-
-    yield factory
-    for server in servers:
-        server.close()
 
 
 def artifacts_of(project: Path) -> list[Artifact]:
@@ -149,36 +136,6 @@ def test_entries_appear_only_complete(slow_server: Callable[..., SlowServer], tm
     assert "HALF" not in seen
     assert seen.count("absent") > 5  # the watcher really looked during the download
     assert entry.read_bytes() == data
-
-
-def test_two_packs_share_a_cache_concurrently(slow_server: Callable[..., SlowServer], tmp_path: Path) -> None:
-    files = {f"p{i}.conda": os.urandom(300_000 + i) for i in range(10)}
-    server = slow_server(files, chunk_delay=0.005)
-    artifacts = [artifact_for(d, server.url(n), name=n) for n, d in files.items()]
-    cache = tmp_path / "cache"
-    errors: list[BaseException] = []
-    results: list[dict[str, Path]] = []
-
-    def pack(index: int) -> None:
-        try:
-            results.append(
-                fetch_all(artifacts, tmp_path / f"pack{index}", network=NetworkSettings(), cache_dir=cache)
-            )
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=pack, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    for paths in results:
-        for art in artifacts:
-            assert hashlib.sha256(paths[art.relative_path].read_bytes()).hexdigest() == art.sha256
-    for art in artifacts:
-        assert file_mismatch(cache / art.relative_path, art) is None
-    assert leftovers(cache) == []
 
 
 # -- verification stamps: trusted hits are not read, anything else is hashed ---------------------
