@@ -12,7 +12,7 @@ import pytest
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.extract import extract_tar
 from conda_pixi_pack.progress import Reporter
-from tests.packs import raw_tar
+from tests.support.packs import raw_tar
 
 if TYPE_CHECKING:
     from pathlib import Path

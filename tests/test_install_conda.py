@@ -16,8 +16,8 @@ from conda_pixi_pack.install import PackedPackage
 from conda_pixi_pack.layout import Origin
 from conda_pixi_pack.progress import Reporter, Task
 from tests.conftest import POST_LINK_MARKER
-from tests.packs import record_of
 from tests.support.packages import PLACEHOLDER, PackageSpec, build_package
+from tests.support.packs import record_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

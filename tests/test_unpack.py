@@ -24,8 +24,8 @@ from conda_pixi_pack.progress import Reporter
 from conda_pixi_pack.unpack import UnpackOptions, choose_installer, unpack
 from conda_pixi_pack.validate import PackageDigests
 from tests.conftest import ACTIVATE_VARIABLE, POST_LINK_MARKER
-from tests.packs import make_pack, make_pack_dir, record_of, tar_dir
 from tests.support.packages import PLACEHOLDER, PackageSpec, build_package
+from tests.support.packs import make_pack, make_pack_dir, record_of, tar_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable

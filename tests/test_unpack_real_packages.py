@@ -13,7 +13,7 @@ import pytest
 
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.unpack import UnpackOptions, UnpackResult, unpack
-from tests.packs import make_pack, make_pack_dir, tar_dir
+from tests.support.packs import make_pack, make_pack_dir, tar_dir
 
 if TYPE_CHECKING:
     from tests.conftest import Channel
