@@ -83,9 +83,17 @@ def _pack(options: PackOptions, reporter: Reporter) -> PackResult:
         options.platform,
         ignore_pypi_non_wheel=options.ignore_pypi_non_wheel,
         reporter=reporter,
+        allow_source_packages=True,
     )
     # Injected files are read and checked before anything is downloaded: a misfit fails fast.
     injection = inject.read_injections(options.inject, env.platform)
+    # Source packages (`pixi build`) cannot be downloaded: each needs a built package injected.
+    unbuilt = [name for name in env.source_packages if name not in injection.conda_names]
+    if unbuilt:
+        raise PackError(
+            f"the lock has source packages that must be built first: {', '.join(unbuilt)}",
+            "build each into a .conda file (for example with `pixi build`) and add it with `--inject FILE`",
+        )
     conda, wheels = inject.without_replaced(env.conda, env.wheels, injection, reporter)
     if injection.conda:
         inject.check_fits([c.record for c in conda], [c.record for c in injection.conda], reporter)
