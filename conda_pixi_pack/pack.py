@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ def _pack(options: PackOptions, reporter: Reporter) -> PackResult:
     if options.to_stdout and options.directory_only:
         raise PackError("a folder pack cannot be written to standard output", "drop -o - or --directory-only")
     target = None if options.to_stdout else _check_output(options.output, options.directory_only)
+    # A device or fifo (-o /dev/stdout, -o /dev/null, a named pipe) is written through, like
+    # stdout: replacing it by a renamed file would destroy the node and lose the data.
+    stream_to = target if target is not None and _is_special(target) else None
     env = lockfile.load(
         options.manifest,
         options.environment,
@@ -98,11 +102,14 @@ def _pack(options: PackOptions, reporter: Reporter) -> PackResult:
     if injection.conda:
         inject.check_fits([c.record for c in conda], [c.record for c in injection.conda], reporter)
 
-    staging = _make_staging(target)
+    staging = _make_staging(None if stream_to is not None else target)
     try:
         _fill(staging, env, conda, wheels, injection, options, reporter)
         if target is None:
             size = _to_stdout(staging, reporter)
+        elif stream_to is not None:
+            reporter.info(f"Writing the pack into {stream_to}")
+            size = _to_stream(staging, stream_to, reporter)
         elif options.directory_only:
             reporter.info(f"Moving the pack folder into place at {target}")
             size = archive.write_tree(staging, target)
@@ -120,9 +127,25 @@ def _pack(options: PackOptions, reporter: Reporter) -> PackResult:
     )
 
 
+def _is_special(path: Path) -> bool:
+    """A character device, fifo or socket: something to write into, never to replace."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISBLK(mode)
+
+
 def _check_output(output: Path, directory_only: bool) -> Path:
-    """Refuse an output we could not create, before any download starts."""
-    target = Path(os.path.abspath(output))
+    """Refuse an output we could not create, before any download starts.
+
+    A symbolic link is followed (the pack replaces the file it points to, not the link).
+    """
+    target = Path(os.path.realpath(os.path.abspath(output)))
+    if _is_special(target):
+        if directory_only:
+            raise PackError(f"cannot write a pack folder into {target}: it is a device or pipe")
+        return target
     parent = target.parent
     if not parent.is_dir():
         raise PackError(
@@ -232,6 +255,17 @@ def _place(fetched: Mapping[str, Path], artifact: Artifact, fetch_root: Path, de
         shutil.copyfile(source, destination)
     else:
         os.replace(source, destination)
+
+
+def _to_stream(root: Path, target: Path, reporter: Reporter) -> int:
+    """Stream the tar into a device or fifo (there is nothing to rename atomically)."""
+    try:
+        with open(target, "wb") as sink:
+            return archive.write_tar(root, sink, reporter)
+    except BrokenPipeError:
+        raise PackError(f"{target} was closed before the pack was written") from None
+    except OSError as exc:
+        raise PackError(f"cannot write the pack into {target}: {exc.strerror or exc}") from None
 
 
 def _to_stdout(root: Path, reporter: Reporter) -> int:

@@ -172,6 +172,8 @@ def execute(args: argparse.Namespace, output: Output | None = None) -> int:
 
     output = output or Output.from_args(args)
     options = options_from_args(args)
+    if options.to_stdout and sys.stdout is None:
+        raise PackError("standard output is closed", "give -o FILE, or run with stdout open")
     if options.to_stdout and sys.stdout.isatty():
         raise PackError(
             "refusing to write the pack (a tar) to a terminal",

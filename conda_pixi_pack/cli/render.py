@@ -124,9 +124,12 @@ class _PlainConsole:
         self._lock = threading.Lock()
 
     def print(self, message: str) -> None:
+        stream = sys.stderr
+        if stream is None:  # started with stderr closed: nowhere to say it
+            return
         with self._lock:
-            sys.stderr.write(f"{message}\n")
-            sys.stderr.flush()
+            stream.write(f"{message}\n")
+            stream.flush()
 
 
 class _CountingTask(Task):
@@ -193,7 +196,7 @@ class ConsoleReporter(Reporter):
     def __init__(self, output: Output, console: Console | None = None) -> None:
         self.show_info = not (output.quiet or output.json)
         self.show_debug = output.verbosity > 0
-        if console is None and sys.stderr.isatty():
+        if console is None and sys.stderr is not None and sys.stderr.isatty():
             from rich.console import Console
 
             console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)

@@ -124,6 +124,8 @@ def execute(args: argparse.Namespace, output: Output | None = None) -> int:
 
     output = output or Output.from_args(args)
     options = options_from_args(args)
+    if options.from_stdin and sys.stdin is None:
+        raise PackError("standard input is closed", "pipe a pack into it, or give its path")
     if options.from_stdin and sys.stdin.isatty():
         raise PackError("no pack on stdin: it is a terminal", "pipe a pack into it, or give its path")
     with ConsoleReporter(output) as reporter:
