@@ -32,6 +32,7 @@ from conda_pixi_pack import __version__
 from conda_pixi_pack.cache import CHUNK_SIZE, Cache, Hasher, create_new, place, temp_path
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.progress import Reporter
+from conda_pixi_pack.urls import public_url
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -154,7 +155,10 @@ def fetch_all(
     task = reporter.task("Downloading", sum(s for s in sizes if s) if all(sizes) else None, unit="B")
     fetcher.task = task
     try:
-        paths = _take_trusted(unique, Path(destination), cache, task, reporter) if cache is not None else {}
+        paths = {}
+        if cache is not None:
+            cacheable = [a for a in unique if _cacheable(a)]
+            paths = _take_trusted(cacheable, Path(destination), cache, task, reporter)
         rest = [a for a in unique if a.relative_path not in paths]
         if rest:
             import asyncio
@@ -163,6 +167,12 @@ def fetch_all(
     finally:
         task.done()
     return {a.relative_path: paths[a.relative_path] for a in artifacts}
+
+
+def _cacheable(artifact: Artifact) -> bool:
+    """Only a file the lock pins by checksum can be looked up by name; a local file is as cheap
+    to copy as a cache hit (and may change under the same name)."""
+    return bool(artifact.sha256 or artifact.md5) and urlsplit(artifact.url).scheme.lower() != "file"
 
 
 def _take_trusted(
@@ -317,7 +327,7 @@ class _Fetcher:
 
         target = self.destination / artifact.relative_path
         target.parent.mkdir(parents=True, exist_ok=True)
-        if self.cache is None:
+        if self.cache is None or not _cacheable(artifact):
             temp = await self.download(artifact, target)
             os.replace(temp, target)
             return target
@@ -332,8 +342,14 @@ class _Fetcher:
                 self.reporter.debug(f"cached {artifact.label}: {hit}")
                 return target
         entry = self.cache.entry(artifact)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        temp = await self.download(artifact, entry)
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            temp = await self.download(artifact, entry)
+        except OSError as exc:  # PackErrors (network, checksums) are not OSErrors: pass through
+            raise PackError(
+                f"cannot write into the cache {self.cache.root}: {exc.strerror or exc}",
+                "make it writable, or pack without --use-cache",
+            ) from exc
         try:
             # Link into the pack before publishing: the pack never depends on the entry staying.
             await asyncio.to_thread(place, temp, target)
@@ -358,12 +374,12 @@ class _Fetcher:
                 if problem is not None:
                     raise _ChecksumMismatch(
                         PackError(
-                            f"checksum mismatch for {artifact.label} ({artifact.url}): {problem}",
+                            f"checksum mismatch for {artifact.label} ({public_url(artifact.url)}): {problem}",
                             "the file differs from the one locked; check mirrors, or run `pixi lock` again",
                         )
                     )
                 unverified = "" if artifact.sha256 or artifact.md5 else " (no checksum in the lock)"
-                self.reporter.debug(f"fetched {artifact.label}: {artifact.url}{unverified}")
+                self.reporter.debug(f"fetched {artifact.label}: {public_url(artifact.url)}{unverified}")
                 return temp
             except _Retry as retry:
                 writer.close()
@@ -413,7 +429,7 @@ class _Fetcher:
                     future.result()
                     return
                 if time.monotonic() - writer.last_activity > stall:
-                    host = urlsplit(artifact.url).netloc or artifact.url
+                    host = urlsplit(public_url(artifact.url)).netloc or public_url(artifact.url)
                     raise _Retry(
                         PackError(
                             f"timed out downloading {artifact.label}: no data from {host} for {stall:g} s",
@@ -439,7 +455,7 @@ class _Fetcher:
             )
         status = STATUS_RE.search(str(exc))
         if status is not None:
-            code, url = int(status.group(1)), status.group(2)
+            code, url = int(status.group(1)), public_url(status.group(2))
             if code in (401, 403):
                 return PackError(f"access denied (HTTP {code}) to {url} for {artifact.label}", AUTH_HINT)
             if code in (404, 410):
@@ -450,14 +466,15 @@ class _Fetcher:
             return PackError(f"HTTP {code} downloading {artifact.label} from {url}", "try again later")
         if any(marker in message for marker in CONNECTION_MARKERS):
             # rattler already retried; its message does not say why, so ask the host ourselves.
-            url = self._effective_url(artifact.url)
+            url = public_url(self._effective_url(artifact.url))
             reason = await asyncio.to_thread(_probe, url)
             return PackError(
                 f"cannot download {artifact.label}: {reason}",
                 "check the URL, the network, and the mirrors and proxy in `--config`",
             )
         # Anything else failed while the body was streaming (cut connection, reset): try again.
-        return _Retry(PackError(f"download of {artifact.label} from {artifact.url} failed: {message}"))
+        url = public_url(artifact.url)
+        return _Retry(PackError(f"download of {artifact.label} from {url} failed: {message}"))
 
     def _effective_url(self, url: str) -> str:
         """The URL rattler really asked, after ``[mirrors]`` (for messages only)."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from conda_pixi_pack import __version__, archive, download, inject, layout, lockfile
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.progress import Reporter, plural
+from conda_pixi_pack.urls import public_url
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -225,16 +226,7 @@ def _fill(
         document = layout.repodata(subdir, subdir_records)
         (channel / subdir / layout.REPODATA_FILE).write_text(layout.dump_repodata(document), encoding="utf-8")
 
-    # A lock may name local files by a path relative to itself; such a path means nothing on the
-    # target machine, so the origin of a local file is its absolute file:// URL as packed.
-    origins = {
-        f"{c.subdir}/{c.file_name}": layout.Origin(c.url if "://" in c.url else c.artifact.url, c.channel)
-        for c in conda
-    }
-    origins.update(
-        {f"{i.subdir}/{i.file_name}": layout.Origin(i.source.resolve().as_uri()) for i in injection.conda}
-    )
-    metadata = layout.PackMetadata(layout.FORMAT_VERSION, __version__, env.platform, origins)
+    metadata = layout.PackMetadata(layout.FORMAT_VERSION, __version__, env.platform, _origins(conda))
     (root / layout.METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
     wheel_specs = [f"{w.name}=={w.version}" for w in wheels]
     wheel_specs += [f"{w.name}=={w.version}" for w in injection.wheels]
@@ -242,6 +234,27 @@ def _fill(
         layout.environment_yml([layout.conda_spec(r) for _, _, r in records], wheel_specs),
         encoding="utf-8",
     )
+
+
+def _origins(conda: list[LockedConda]) -> dict[str, layout.Origin]:
+    """Provenance of the locked packages, as the lock names them, without credentials.
+
+    Only locations that mean the same everywhere are kept: URLs, and absolute paths (which the
+    lock spells out). A path relative to the lock, and an ``--inject`` file, depend on where the
+    project sits on this machine; recording them would make the same lock give different packs
+    (and leak local paths), so such packages carry no origin, like packs from pixi-pack.
+    """
+    origins: dict[str, layout.Origin] = {}
+    for c in conda:
+        if "://" in c.url:
+            url = public_url(c.url)
+        elif os.path.isabs(c.url):
+            url = Path(c.url).as_uri()
+        else:
+            continue
+        channel = public_url(c.channel) if c.channel else None
+        origins[f"{c.subdir}/{c.file_name}"] = layout.Origin(url, channel)
+    return origins
 
 
 def _place(fetched: Mapping[str, Path], artifact: Artifact, fetch_root: Path, destination: Path) -> None:

@@ -287,3 +287,49 @@ def test_concurrent_packs_leave_a_trusted_cache(
     forbid_hashing(monkeypatch)
     paths = fetch_all(artifacts, tmp_path / "warm", network=NetworkSettings(), cache_dir=cache)
     assert sorted(paths) == sorted(a.relative_path for a in artifacts)
+
+
+def test_artifacts_without_checksum_or_local_never_use_the_cache(
+    slow_server: Callable[..., SlowServer], tmp_path: Path
+) -> None:
+    """A name alone proves nothing: an unpinned download, or a local file, is fetched every time."""
+    old, new = os.urandom(5000), os.urandom(5000)
+    server = slow_server({"w.whl": old})
+    unpinned = artifact_for(old, server.url("w.whl"), name="w.whl", sha256=None, relative_path="pypi/w.whl")
+    local_file = tmp_path / "local-1.0-0.conda"
+    local_file.write_bytes(old)
+    local = artifact_for(old, local_file.as_uri(), name=local_file.name)
+    cache = tmp_path / "cache"
+    fetch_all([unpinned, local], tmp_path / "a", network=NetworkSettings(), cache_dir=cache)
+    assert not any(p.is_file() and p.name != CACHEDIR_TAG for p in cache.rglob("*"))
+    server.files["w.whl"] = new  # the same name, other bytes
+    paths = fetch_all(
+        [artifact_for(new, server.url("w.whl"), name="w.whl", sha256=None, relative_path="pypi/w.whl")],
+        tmp_path / "b",
+        network=NetworkSettings(),
+        cache_dir=cache,
+    )
+    assert paths["pypi/w.whl"].read_bytes() == new
+
+
+def test_unwritable_cache_is_one_clear_error(
+    slow_server: Callable[..., SlowServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only shared cache (simulated: root ignores permission bits) stops with a PackError."""
+    data = os.urandom(3000)
+    server = slow_server({"a.conda": data})
+    cache = tmp_path / "cache"
+    Cache(cache)  # exists, tagged
+
+    def read_only(path: Path) -> int:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr("conda_pixi_pack.download.create_new", read_only)
+    with pytest.raises(PackError, match=f"cannot write into the cache {cache}: Permission denied") as info:
+        fetch_all(
+            [artifact_for(data, server.url("a.conda"))],
+            tmp_path / "out",
+            network=NetworkSettings(),
+            cache_dir=cache,
+        )
+    assert "without --use-cache" in (info.value.hint or "")
