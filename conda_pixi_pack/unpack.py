@@ -198,7 +198,7 @@ def _install(
     if pack.wheels:
         from conda_pixi_pack.install.wheels import install_wheels
 
-        install_wheels(prefix, pack.wheels, reporter=reporter)
+        install_wheels(prefix, pack.wheels, reporter=reporter, checked=True)
 
 
 def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackResult:

@@ -218,6 +218,10 @@ def _collect_wheels(root: Path, packages: list[PackedPackage]) -> list[Path]:
             "but no python package to install them into",
             "add python to the environment, then pack it again",
         )
+    from conda_pixi_pack.install.wheels import check_wheel
+
+    for wheel in wheels:
+        check_wheel(wheel)
     return wheels
 
 

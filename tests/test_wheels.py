@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import subprocess
 import zipfile
 from typing import TYPE_CHECKING
@@ -10,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from conda_pixi_pack.errors import PackError
-from conda_pixi_pack.install.wheels import INSTALLER_NAME, install_wheels
+from conda_pixi_pack.install.wheels import INSTALLER_NAME, check_wheel, install_wheels
 from conda_pixi_pack.progress import Reporter
 from tests.support.channel import record_for
 from tests.support.wheels import build_wheel
@@ -150,3 +152,37 @@ def test_wheel_overwriting_a_conda_file(python_env: Path, tmp_path: Path) -> Non
     with pytest.raises(PackError, match=r"wheel intruder-1\.0-py3-none-any\.whl would overwrite .*owned\.py"):
         install_wheels(python_env, [wheel], reporter=Reporter())
     assert env_python(python_env, "import owned; print(owned.OWNER)").stdout == "conda\n"
+
+
+def _wheel_named(target: Path, project_name: str) -> Path:
+    """A well-formed wheel (RECORD right) whose METADATA Name is ``project_name``, with a header."""
+    files = {
+        "evil-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {project_name}\nVersion: 1.0\n",
+        "evil-1.0.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+        "evil-1.0.data/headers/pwned.h": "/* outside */\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(text.encode())}")
+    record.append("evil-1.0.dist-info/RECORD,,")
+    files["evil-1.0.dist-info/RECORD"] = "\n".join(record) + "\n"
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return target
+
+
+def test_a_wheel_named_like_a_path_is_refused(python_env: Path, tmp_path: Path) -> None:
+    """Name: /abs/path would put the wheel's headers outside the environment (os.path.join)."""
+    outside = tmp_path / "outside"
+    wheel = _wheel_named(tmp_path / "evil-1.0-py3-none-any.whl", str(outside))
+    with pytest.raises(
+        PackError, match=r"broken wheel evil-1.0-py3-none-any.whl: its project name .* is not valid"
+    ):
+        check_wheel(wheel)
+    with pytest.raises(PackError, match="is not valid"):
+        install_wheels(python_env, [wheel], reporter=Reporter())
+    assert not outside.exists()

@@ -47,8 +47,38 @@ _SCHEME_SCRIPT: Final = (
 _TIMEOUT: Final = 600
 
 
-def install_wheels(prefix: Path, wheels: list[Path], *, reporter: Reporter) -> list[str]:
+#: PEP 508 project names: the name also names folders (headers, dist-info), so nothing else goes.
+_VALID_NAME: Final = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+
+
+def check_wheel(wheel: Path) -> str:
+    """Open ``wheel``, check every file against its RECORD and its project name; returns the name.
+
+    A wheel comes from someone else's pack: a tampered file, or a ``Name:`` that is a path
+    (``/etc/x`` would put the headers outside the environment), is refused before anything is
+    installed.
+    """
+    try:
+        with WheelFile.open(wheel) as source:
+            source.validate_record()
+            name = _distribution_name(source.read_dist_info("METADATA")) or source.distribution
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
+        # installer raises ValueError subclasses for a malformed or tampered wheel
+        raise PackError(f"broken wheel {wheel.name}: {_problem(exc)}", "re-create the pack") from None
+    if not _VALID_NAME.match(name):
+        raise PackError(
+            f"broken wheel {wheel.name}: its project name {name!r} is not valid", "re-create the pack"
+        )
+    return name
+
+
+def install_wheels(
+    prefix: Path, wheels: list[Path], *, reporter: Reporter, checked: bool = False
+) -> list[str]:
     """Install ``wheels`` into the environment at ``prefix``; returns the distribution names.
+
+    ``checked`` says :func:`check_wheel` already passed for every wheel (unpack validates the
+    whole pack before writing anything), so large wheels are not hashed twice.
 
     Raises PackError when there is no Python in the environment, a wheel is broken, or a wheel
     would overwrite a file that is already there: the environment is fresh, so such a file belongs
@@ -69,10 +99,13 @@ def install_wheels(prefix: Path, wheels: list[Path], *, reporter: Reporter) -> l
     task = reporter.task("Installing wheels", total=len(wheels))
     try:
         for wheel in wheels:
+            name = check_wheel(wheel) if not checked else None
             try:
                 with WheelFile.open(wheel) as source:
-                    source.validate_record()
-                    name = _distribution_name(source.read_dist_info("METADATA")) or source.distribution
+                    if name is None:
+                        name = _distribution_name(source.read_dist_info("METADATA")) or source.distribution
+                        if not _VALID_NAME.match(name):
+                            raise ValueError(f"its project name {name!r} is not valid")
                     _refuse_installed(name, paths, wheel)
                     destination = _Destination(
                         scheme_dict={
@@ -94,9 +127,7 @@ def install_wheels(prefix: Path, wheels: list[Path], *, reporter: Reporter) -> l
                 ) from None
             except (zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
                 # installer raises ValueError subclasses for a malformed or tampered wheel
-                raise PackError(
-                    f"broken wheel {wheel.name}: {_first_line(exc)}", "re-create the pack"
-                ) from None
+                raise PackError(f"broken wheel {wheel.name}: {_problem(exc)}", "re-create the pack") from None
             _compile(python, destination.modules, wheel)
             installed.append(name)
             reporter.debug(f"installed wheel {wheel.name}")
@@ -209,6 +240,12 @@ def _script_kind() -> LauncherKind:
     if machine in ("arm64", "aarch64"):
         return "win-arm64"
     return "win-amd64" if machine.endswith("64") else "win-ia32"
+
+
+def _problem(exc: BaseException) -> str:
+    """installer's message in one line, without the temporary path it was read from."""
+    text = _first_line(exc).strip("[]'\"")
+    return re.sub(r"In \S+?\.whl, ", "", text)
 
 
 def _first_line(value: object) -> str:
