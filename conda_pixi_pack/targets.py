@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +80,27 @@ def check_prefix(prefix: Path, *, force: bool) -> bool:
             f"the target {prefix} is not empty and is not a conda environment; not replacing it",
             "remove it yourself or choose another target",
         )
+    for running in _running_prefixes():
+        if prefix.resolve() == running or prefix.resolve() in running.parents:
+            # conda refuses this too: the tool (or the shell's active env) would be replaced under it
+            raise PackError(
+                f"the target {prefix} is the environment this command runs in (or conda's base)",
+                "choose another target",
+            )
     return True
+
+
+def _running_prefixes() -> list[Path]:
+    """Prefixes that must never be replaced: this interpreter's, the active one, conda's base."""
+    candidates = [sys.prefix, sys.base_prefix, os.environ.get("CONDA_PREFIX", "")]
+    if "conda" in sys.modules:  # only where conda is already loaded: never import it for this
+        try:
+            from conda.base.context import context
+
+            candidates.append(context.root_prefix)
+        except Exception:  # a broken conda must not stop an unpack that does not use it
+            pass
+    return [Path(c).resolve() for c in candidates if c]
 
 
 def make_dirs(path: Path) -> list[Path]:
@@ -104,6 +125,8 @@ def remove_created(folders: list[Path]) -> None:
     for folder in reversed(folders):
         try:
             folder.rmdir()
+        except FileNotFoundError:  # already gone (e.g. removed with the prefix it was inside)
+            continue
         except OSError:
             return
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from conda_pixi_pack.activation import resolve_shell, script_path, write_activation_script
+from conda_pixi_pack.activation import resolve_shell, write_activation_script
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.extract import extract_tar
 from conda_pixi_pack.layout import CHANNEL_DIR, conda_spec
@@ -93,6 +93,8 @@ class _Undo:
     #: The prefix existed as an empty folder: emptied again rather than removed.
     keep_prefix_dir: bool = False
     script: Path | None = None
+    #: The conda backend registers the new prefix in environments.txt; a rollback takes it out.
+    unregister: bool = False
     #: Removals running in the background; joined before anything else is cleaned up.
     removals: list[threading.Thread] = field(default_factory=list)
 
@@ -114,6 +116,10 @@ class _Undo:
             rmtree(self.script, reporter)
         if self.new_prefix is not None:
             rmtree(self.new_prefix, reporter)
+            if self.unregister:
+                from conda_pixi_pack.install.conda import unregister
+
+                unregister(self.new_prefix)
             if self.keep_prefix_dir:
                 self.new_prefix.mkdir(exist_ok=True)
         if self.swap is not None:
@@ -136,6 +142,13 @@ def conda_importable() -> bool:
     except Exception:  # any import-time failure means the conda backend cannot work
         return False
     return True
+
+
+def _registered(prefix: Path) -> bool:
+    """Whether conda already lists ``prefix`` in environments.txt (then a rollback leaves it)."""
+    from conda_pixi_pack.install.conda import is_registered
+
+    return is_registered(prefix)
 
 
 def choose_installer(requested: Installer | None) -> Installer:
@@ -220,6 +233,9 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
     )
     output_directory = Path(os.path.abspath(options.output_directory))
     replace = check_prefix(prefix, force=options.force)
+    # Decided now, before any folder is made (-o may lie inside the new prefix): an empty folder
+    # that was there is emptied again on failure, one we made is removed.
+    existed_empty = prefix.is_dir() and not replace
     undo = _Undo()
     try:
         if options.dry_run:
@@ -231,7 +247,8 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
         # joins the hashing threads, so none outlives validation (or reads during a rollback).
         with PackageDigests() as digests:
             root = _open_source(options, undo, work_parent, reporter, digests)
-            if replace and (root == prefix or prefix in root.parents):
+            resolved = root.resolve()
+            if replace and (resolved == prefix.resolve() or prefix.resolve() in resolved.parents):
                 raise PackError(f"the pack {root} is inside the environment {prefix} it would replace")
             pack = validate_pack(root, reporter, platform=platform, digests=digests)
         result = UnpackResult(
@@ -253,8 +270,10 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
             assert undo.work_dir is not None or root.is_dir()
             undo.swap = PrefixSwap(prefix, undo.work_dir or _aside_dir(undo, prefix))
             undo.swap.move_aside()
-        undo.keep_prefix_dir = prefix.is_dir()
+        undo.keep_prefix_dir = existed_empty
         undo.new_prefix = prefix
+        if installer == "conda":
+            undo.unregister = not _registered(prefix)
         reporter.info(f"Installing {len(pack.packages)} packages into {prefix} with {installer}")
         # Packages we extracted are not needed once linked: remove them while the rest finishes
         # (never a folder pack: that is the user's).
@@ -268,8 +287,9 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
             reporter,
             on_linked=(lambda: undo.remove_in_background(extracted)) if extracted is not None else None,
         )
-        undo.script = script_path(output_directory, shell)
+        # written atomically: until the rename, an activate script already there stays as it was
         result.activation_script = write_activation_script(prefix, shell, platform, output_directory)
+        undo.script = result.activation_script
         if undo.swap is not None:
             undo.swap.commit(reporter)
         undo.cleanup(reporter)

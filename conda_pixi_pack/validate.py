@@ -124,8 +124,9 @@ def current_platform() -> str:
 def _check_metadata(root: Path, platform: str, reporter: Reporter) -> PackMetadata:
     metadata = read_metadata(root)
     if metadata.platform != platform:
+        shown = metadata.platform if metadata.platform.isprintable() else repr(metadata.platform)
         raise PackError(
-            f"the pack is for {metadata.platform} but this machine is {platform}",
+            f"the pack is for {shown} but this machine is {platform}",
             f"pack the environment again with --platform {platform}",
         )
     if metadata.tool_version != __version__:
@@ -168,8 +169,10 @@ def _verify(package: PackedPackage, task: Task, digests: PackageDigests | None) 
         )
     algorithm = "sha256" if record.get("sha256") else "md5" if record.get("md5") else None
     if algorithm is None:
-        task.advance(size)
-        return
+        raise PackError(
+            f"broken pack: {label} has no sha256 or md5 in repodata.json, so it cannot be verified",
+            DAMAGED_HINT,
+        )
     hexdigest = digests.sha256(package.path) if digests is not None and algorithm == "sha256" else None
     if hexdigest is not None:
         task.advance(size)
@@ -197,6 +200,16 @@ def _collect_packages(root: Path, metadata: PackMetadata) -> list[PackedPackage]
                     f"broken pack: the record of {CHANNEL_DIR}/{subdir}/{file_name} is malformed",
                     DAMAGED_HINT,
                 )
+            for field in ("name", "version", "build"):
+                # name-version-build becomes a file name (conda-meta/<dist>.json, the cache folder)
+                value = str(record.get(field, ""))
+                unsafe = "/" in value or "\\" in value or value.startswith(".")
+                if not value or unsafe or not value.isprintable():
+                    raise PackError(
+                        f"broken pack: the record of {CHANNEL_DIR}/{subdir}/{file_name}: "
+                        f"its {field} {value!r} is not valid",
+                        DAMAGED_HINT,
+                    )
             packages.append(
                 PackedPackage(
                     subdir=subdir,

@@ -83,14 +83,11 @@ def install_with_conda(
     transaction is done (conda's transaction reports nothing per package). ``on_linked`` is called
     once the pack's package files are no longer needed.
     """
-    from conda.core.envs_manager import get_user_environments_txt_file
-    from conda.gateways.disk.read import yield_lines
-
     prefix = Path(os.path.abspath(prefix))  # normalised as conda registers it
     task = reporter.task("Installing", total=len(packages))
     try:
         with _conda_context(pkgs_dir, reporter):
-            was_registered = str(prefix) in set(yield_lines(get_user_environments_txt_file()))
+            was_registered = is_registered(prefix)
             try:
                 records = [_record(package) for package in packages]
                 _fetch_extract(records, {id(r): p for r, p in zip(records, packages)}, task)
@@ -100,7 +97,7 @@ def install_with_conda(
                     on_linked()
             except BaseException:
                 if not was_registered:
-                    _unregister(prefix)
+                    unregister(prefix)
                 raise
             task.advance(len(packages) / 2)
     finally:
@@ -424,7 +421,15 @@ def _one_line(text: str) -> str:
     return line if len(line) <= _MAX_OUTPUT else line[: _MAX_OUTPUT - 1] + "…"
 
 
-def _unregister(prefix: Path) -> None:
+def is_registered(prefix: Path) -> bool:
+    """Whether ``prefix`` is listed in the user's ``environments.txt``."""
+    from conda.core.envs_manager import get_user_environments_txt_file
+    from conda.gateways.disk.read import yield_lines
+
+    return str(Path(os.path.abspath(prefix))) in set(yield_lines(get_user_environments_txt_file()))
+
+
+def unregister(prefix: Path) -> None:
     """Drop ``prefix`` from ``environments.txt`` after a failed install.
 
     conda's ``unregister_env`` keeps the entry while ``conda-meta`` still holds records, which a
@@ -434,6 +439,6 @@ def _unregister(prefix: Path) -> None:
     from conda.core.envs_manager import _clean_environments_txt, get_user_environments_txt_file
 
     try:
-        _clean_environments_txt(get_user_environments_txt_file(), str(prefix))
+        _clean_environments_txt(get_user_environments_txt_file(), str(Path(os.path.abspath(prefix))))
     except OSError:  # best effort: never hide the error that brought us here
         pass
