@@ -456,8 +456,9 @@ def slow_server(sample_channel: Channel) -> Iterator[tuple[str, threading.Event]
         httpd.server_close()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_mid_download_leaves_nothing(
-    sample_channel: Channel, slow_server: tuple[str, threading.Event], tmp_path: Path
+    sample_channel: Channel, slow_server: tuple[str, threading.Event], tmp_path: Path, signum: int
 ) -> None:
     url, started = slow_server
     records = [
@@ -469,15 +470,15 @@ def test_ctrl_c_mid_download_leaves_nothing(
     write_project(project, channels=[url])
     out_dir = tmp_path / "out"
     out_dir.mkdir()
+    # the real command line: it turns SIGTERM (a CI cancel) into the same clean-up as Ctrl-C
+    command = [sys.executable, "-m", "conda_pixi_pack", "pack", str(project), "-p", "linux-64"]
     process = subprocess.Popen(
-        pack_process(manifest=str(project), output=str(out_dir / "environment.tar")),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        [*command, "-o", str(out_dir / "environment.tar")], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         assert started.wait(60), "the pack never started downloading"
         time.sleep(0.5)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=30)
     finally:
         process.kill()

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -19,7 +22,7 @@ from conda_pixi_pack import __version__
 from conda_pixi_pack.errors import PackError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
 #: Name of the console script, used as ``prog`` of the standalone parser.
 PROG: Final = "conda-pixi-pack"
@@ -151,6 +154,27 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a CI cancel, ``kill``) like Ctrl-C, so the same cleanup runs.
+
+    Python's default for SIGTERM ends the process at once, leaving temporary folders and partial
+    files behind; as a KeyboardInterrupt it unwinds through every ``finally`` and rollback.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Run the standalone CLI; returns the exit code (``sys.exit(main())``).
 
@@ -161,7 +185,8 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     output = Output.from_args(args)
     try:
-        return args.func(args, output)
+        with terminate_as_interrupt():
+            return args.func(args, output)
     except PackError as exc:
         return report_error(exc, output, exc.exit_code, str(exc))
     except KeyboardInterrupt as exc:

@@ -39,6 +39,7 @@ def execute(args: Namespace) -> int:
 
     output = cli.Output(json=bool(context.json), verbosity=context.verbosity, quiet=bool(context.quiet))
     try:
-        return args.func(args, output)
+        with cli.terminate_as_interrupt():
+            return args.func(args, output)
     except PackError as exc:
         raise PixiPackError(exc) from exc
