@@ -29,7 +29,16 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from conda_pixi_pack import __version__
-from conda_pixi_pack.cache import CHUNK_SIZE, Cache, Hasher, create_new, place, temp_path
+from conda_pixi_pack.cache import (
+    CHUNK_SIZE,
+    Cache,
+    Hasher,
+    create_new,
+    file_mismatch,
+    place,
+    stamp_matches,
+    temp_path,
+)
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.progress import Reporter
 from conda_pixi_pack.urls import public_url
@@ -205,10 +214,28 @@ def _take_trusted(
                 place(hit, target)
         except FileNotFoundError:  # another pack discarded it meanwhile: the fetcher will see
             continue
+        if not _still_verified(hit, artifact, target):
+            continue
         task.advance(artifact.size or target.stat().st_size)
         reporter.debug(f"cached {artifact.label}: {hit}")
         paths[artifact.relative_path] = target
     return paths
+
+
+def _still_verified(entry: Path, artifact: Artifact, linked: Path) -> bool:
+    """Whether the file linked from ``entry`` is the one its stamp vouches for.
+
+    Another pack may replace the entry between its check and our link; the link shares the inode
+    it got, so comparing that inode with the stamp closes the gap. A copy (across devices) has an
+    inode of its own and is hashed instead. Anything that fails is removed: the fetcher takes over.
+    """
+    try:
+        if stamp_matches(entry, artifact, linked.stat()) or file_mismatch(linked, artifact) is None:
+            return True
+    except FileNotFoundError:
+        return False
+    linked.unlink(missing_ok=True)
+    return False
 
 
 def _unique(artifacts: list[Artifact]) -> list[Artifact]:
@@ -336,8 +363,11 @@ class _Fetcher:
             try:
                 await asyncio.to_thread(place, hit, target)
             except FileNotFoundError:  # another pack discarded it meanwhile: fetch it again
-                pass
+                hit = None
             else:
+                if not _still_verified(hit, artifact, target):
+                    hit = None
+            if hit is not None:
                 self.task.advance(artifact.size or hit.stat().st_size)
                 self.reporter.debug(f"cached {artifact.label}: {hit}")
                 return target

@@ -234,7 +234,7 @@ def check_fits(
             if is_injected:
                 raise PackError(
                     f"injected package {_label(record)} does not fit the locked environment: "
-                    f"it depends on '{dep}', which is not in the environment",
+                    f"it depends on '{dep}', {_unmet(name, by_name)}",
                     "inject a build whose dependencies are in the lock, or inject them too",
                 )
             if name in injected_by_name:
@@ -256,6 +256,15 @@ def check_fits(
                     f"{_label(record)} constrains '{constraint}', violated by {_label(other)}",
                     "inject a version that satisfies the constraint",
                 )
+
+
+def _unmet(name: str | None, by_name: Mapping[str | None, Sequence[tuple[Any, Any, Any]]]) -> str:
+    """Why a dependency is unmet: the package is absent, or present in another version."""
+    present = [candidate for _, candidate, _ in by_name.get(name, [])]
+    if not present:
+        return "which is not in the environment"
+    versions = ", ".join(sorted({f"{c.version}" for c in present}))
+    return f"which the environment's {name} {versions} does not satisfy"
 
 
 def without_replaced(

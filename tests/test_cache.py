@@ -333,3 +333,27 @@ def test_unwritable_cache_is_one_clear_error(
             cache_dir=cache,
         )
     assert "without --use-cache" in (info.value.hint or "")
+
+
+def test_an_entry_swapped_between_check_and_link_is_not_packed(
+    slow_server: Callable[..., SlowServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another pack may replace an entry after it was found good: the linked inode is checked."""
+    data = os.urandom(4000)
+    server = slow_server({"a.conda": data})
+    artifact = artifact_for(data, server.url("a.conda"), name="a.conda")
+    cache = tmp_path / "cache"
+    fetch_all([artifact], tmp_path / "first", network=NetworkSettings(), cache_dir=cache)  # stamped
+    entry = cache / artifact.relative_path
+    real_link = os.link
+
+    def swap_then_link(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        if os.fspath(source) == os.fspath(entry):
+            other = entry.with_name("other")
+            other.write_bytes(os.urandom(len(data)))
+            os.replace(other, entry)  # what a concurrent writer of a foreign file would do
+        real_link(source, target)
+
+    monkeypatch.setattr("conda_pixi_pack.download.os.link", swap_then_link)
+    paths = fetch_all([artifact], tmp_path / "second", network=NetworkSettings(), cache_dir=cache)
+    assert paths[artifact.relative_path].read_bytes() == data

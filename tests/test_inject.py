@@ -99,7 +99,7 @@ def test_unmet_dependency_names_package_and_dependency() -> None:
         inject.check_fits(WEB_LOCK, [injected.record], Reporter())
     assert info.value.message == (
         "injected package my-webserver-broken=0.1.0=pyh4616a5c_0 does not fit the locked environment: "
-        "it depends on 'fastapi >=0.112', which is not in the environment"
+        "it depends on 'fastapi >=0.112', which the environment's fastapi 0.111.1 does not satisfy"
     )
 
 
