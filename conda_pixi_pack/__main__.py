@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from conda_pixi_pack.cli import main
+from conda_pixi_pack.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m conda_pixi_pack"))
+    run(prog="python -m conda_pixi_pack")

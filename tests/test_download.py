@@ -198,6 +198,8 @@ def test_large_file_is_streamed_not_buffered(
         paths = fetch_all([art], Path({str(tmp_path / "out")!r}), network=NetworkSettings())
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(json.dumps({{"delta_kib": after - before, "size": paths[art.relative_path].stat().st_size}}))
+        sys.stdout.flush()
+        import os; os._exit(0)  # as cli.run does: py-rattler's threads may abort the teardown
         """
     )
     result = subprocess.run(
@@ -468,7 +470,7 @@ def test_ctrl_c_leaves_no_partial_file(slow_server: Callable[..., SlowServer], t
             fetch_all([art], Path({str(out)!r}), network=NetworkSettings())
         except KeyboardInterrupt:
             print("interrupted", flush=True)
-            sys.exit(130)
+            import os; os._exit(130)  # as cli.run does: py-rattler's threads may abort the teardown
         """
     )
     proc = subprocess.Popen(

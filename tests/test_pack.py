@@ -315,14 +315,18 @@ PACK_SCRIPT = textwrap.dedent(
         output=Path(args.get("output", "environment.tar")),
         to_stdout=args.get("stdout", False),
     )
+    code = 0
     try:
         pack(options)
     except PackError as exc:
         print("error:", exc.message, file=sys.stderr)
-        sys.exit(exc.exit_code)
-    if args.get("rss"):
+        code = exc.exit_code
+    if args.get("rss") and not code:
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (pytest)
         print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")), file=sys.stderr)
+    # as the CLI does (cli.run): no interpreter teardown, where py-rattler's threads may abort it
+    sys.stdout.flush(); sys.stderr.flush()
+    import os; os._exit(code)
     """
 )
 

@@ -191,7 +191,8 @@ def test_from_stdin_through_a_pipe(tmp_path: Path, basic_pack: Path) -> None:
         "import sys; from pathlib import Path;"
         "from conda_pixi_pack.unpack import UnpackOptions, unpack;"
         "r = unpack(UnpackOptions(from_stdin=True, output_directory=Path(sys.argv[1]), installer='rattler'));"
-        "print(r.prefix)"
+        "print(r.prefix, flush=True);"
+        "import os; os._exit(0)"  # as cli.run does: py-rattler's threads may abort the teardown
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(tmp_path / "out")],
@@ -614,9 +615,10 @@ from conda_pixi_pack.unpack import UnpackOptions, unpack
 try:
     r = unpack(UnpackOptions(source=Path(sys.argv[1]), output_directory=Path(sys.argv[2]), installer="conda"))
 except PackError as e:
-    print(e.message)
-    sys.exit(1)
-print(r.prefix)
+    print(e.message, flush=True)
+    import os; os._exit(1)
+print(r.prefix, flush=True)
+import os; os._exit(0)  # as cli.run does: py-rattler's threads may abort the teardown
 """
 
 

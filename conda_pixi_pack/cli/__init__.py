@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from conda_pixi_pack import __version__
 from conda_pixi_pack.errors import PackError
@@ -194,6 +195,25 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     except Exception as exc:
         line = f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback; please report it)"
         return report_error(exc, output, 1, line)
+
+
+def run(prog: str = PROG) -> NoReturn:
+    """The console script's (and ``python -m``'s) entry: :func:`main`, then exit at once.
+
+    py-rattler's background (tokio) threads may still drop Python objects while the interpreter
+    finalizes; CPython then aborts the process ("PyGILState_Release: … finalizing") although the
+    work is done (seen here about once in 25 runs of a large download). By then every file of ours
+    is closed and every temporary folder removed, so the process flushes its output and leaves
+    without the interpreter's teardown: the exit code is the real one.
+    """
+    code = main(prog=prog)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
+            pass
+    os._exit(code)
 
 
 def report_error(exc: BaseException, output: Output, code: int, line: str) -> int:
