@@ -369,3 +369,23 @@ def slow_server() -> Iterator[Callable[..., SlowServer]]:
     yield factory
     for server in servers:
         server.close()
+
+
+# -- leaving the test process ---------------------------------------------------------------------
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without the interpreter's teardown once every result is reported, as ``cli.run``
+    does: py-rattler's background threads can abort CPython while it finalizes ("PyGILState_Release
+    … finalizing"), which would turn a green run into a crash after the summary."""
+    if _EXIT_STATUS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
