@@ -317,6 +317,9 @@ def test_yes_is_accepted(tmp_path: Path) -> None:
         (["unpack", "-s", "tcsh"], "invalid choice: 'tcsh'"),
         (["unpack", "--installer", "pip"], "invalid choice: 'pip'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["unpack", "-e", ""], "-e/--env-name is empty"),
+        (["unpack", "-n", " "], "-n/--name is empty"),
+        (["unpack", "-p", ""], "-p/--prefix is empty"),
     ],
     ids=[
         "manifest-twice",
@@ -329,6 +332,9 @@ def test_yes_is_accepted(tmp_path: Path) -> None:
         "bad-shell",
         "bad-installer",
         "bad-command",
+        "empty-env-name",
+        "blank-name",
+        "empty-prefix",
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], message: str, tmp_path: Path) -> None:

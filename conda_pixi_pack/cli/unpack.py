@@ -94,6 +94,10 @@ def options_from_args(args: argparse.Namespace) -> UnpackOptions:
     """
     from conda_pixi_pack.unpack import UnpackOptions
 
+    targets = (("-e/--env-name", args.env_name), ("-n/--name", args.name), ("-p/--prefix", args.prefix))
+    for flag, value in targets:
+        if value is not None and not str(value).strip():
+            raise UsageError(f"{flag} is empty", "give a name or a path, or leave the flag out")
     if args.env_name is not None and (args.name or args.prefix):
         raise UsageError(
             "-e/--env-name names a folder inside -o and cannot be combined with -n/--name or -p/--prefix",
