@@ -19,6 +19,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
+from conda_pixi_pack.cache import create_new, temp_path
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.layout import TAR_MTIME
 
@@ -268,11 +269,6 @@ def _reserve(fd: int, size: int, target: Path) -> None:
             ) from None
 
 
-def _temp_name(target: Path, suffix: str) -> Path:
-    """A hidden, unique sibling of ``target`` (same file system, so the final rename is atomic)."""
-    return target.with_name(f".{target.name}.{os.urandom(6).hex()}{suffix}")
-
-
 def _fsync_dir(directory: Path) -> None:
     """Make a rename durable; best effort where directories cannot be opened (Windows)."""
     try:
@@ -297,9 +293,8 @@ def write_archive(root: Path, target: Path, reporter: Reporter | None = None) ->
     the data is not fsynced (that would wait for the disk, a second or more per GB), so after
     a crash the file may be incomplete; only the rename is made durable (best effort).
     """
-    temp = _temp_name(target, ".part")
-    # os.open with 0o666 honours the umask, unlike mkstemp's 0o600.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    temp = temp_path(target)
+    fd = create_new(temp)
     try:
         with os.fdopen(fd, "wb") as handle:
             plan = _plan(root)
@@ -334,7 +329,7 @@ def normalise_tree(root: Path) -> int:
 
 def _unshare(path: Path) -> None:
     """Replace ``path`` by a copy that shares no inode (atomically: a rename over it)."""
-    temp = _temp_name(path, ".part")
+    temp = temp_path(path)
     try:
         shutil.copyfile(path, temp)
         os.replace(temp, path)

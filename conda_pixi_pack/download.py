@@ -39,7 +39,7 @@ from conda_pixi_pack.cache import (
     stamp_matches,
     temp_path,
 )
-from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.errors import PackError, first_line
 from conda_pixi_pack.progress import Reporter
 from conda_pixi_pack.urls import public_url
 
@@ -128,7 +128,7 @@ def load_config(network: NetworkSettings) -> Config:
         try:
             config = Config.load_from_files([path])
         except Exception as exc:  # rattler.exceptions.ConfigError
-            raise PackError(f"cannot read config file {path}: {_first_line(exc)}") from exc
+            raise PackError(f"cannot read config file {path}: {first_line(exc)}") from exc
     auth_file = network.auth_file
     if auth_file is not None:
         config.set("authentication-override-file", json.dumps(str(Path(auth_file).resolve())))
@@ -340,7 +340,7 @@ class _Fetcher:
                     self.config, max_retries=self.network.retries, user_agent=f"conda-pixi-pack/{__version__}"
                 )
             except Exception as exc:  # AuthenticationStorageError, bad TLS/proxy settings
-                raise PackError(f"cannot set up downloads: {_first_line(exc)}") from exc
+                raise PackError(f"cannot set up downloads: {first_line(exc)}") from exc
         return self._client
 
     async def run(self, artifacts: list[Artifact]) -> dict[str, Path]:
@@ -492,7 +492,7 @@ class _Fetcher:
         """Turn rattler's exception into a PackError (final) or a _Retry (transient)."""
         import asyncio
 
-        message = _first_line(exc)
+        message = first_line(exc)
         kind = type(exc).__name__
         if kind == "AuthenticationStorageError":
             return PackError(
@@ -579,8 +579,3 @@ def _probe(url: str) -> str:
     except OSError as exc:
         return f"{host}:{port} is unreachable ({exc.strerror or exc})"
     return f"{host}:{port} accepted a connection but the request failed (closed or timed out)"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -29,3 +29,9 @@ class UserCancelled(PackError):
 
     def __init__(self) -> None:
         super().__init__("interrupted; nothing was written")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (rattler's span several, with excerpts)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 from conda_pixi_pack.download import Artifact
-from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.errors import PackError, first_line
 from conda_pixi_pack.progress import Reporter
 
 if TYPE_CHECKING:
@@ -163,15 +163,9 @@ def _read_lock(lock_path: Path) -> LockFile:
         return LockFile.from_path(lock_path)
     except Exception as exc:  # rattler raises ParseCondaLockError, IoError, ValueError…
         raise PackError(
-            f"cannot read {lock_path}: {_first_line(exc)}",
+            f"cannot read {lock_path}: {first_line(exc)}",
             "regenerate it with `pixi lock`",
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    """rattler's parse errors span several lines (with a source excerpt): keep the useful one."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def _environment(lock: LockFile, name: str, lock_path: Path) -> Environment:
