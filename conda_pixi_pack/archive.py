@@ -16,6 +16,8 @@ import os
 import shutil
 import stat
 import tarfile
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
@@ -42,6 +44,9 @@ COPY_BUFFER: Final = 1024 * 1024
 COPY_CHUNK: Final = 16 * 1024 * 1024
 #: Kernel copies to try in order (``os`` function names; Windows and macOS lack the first).
 KERNEL_COPY: Final = ("copy_file_range", "sendfile")
+#: Threads copying file bodies into a regular-file archive. One ``copy_file_range`` is bound by
+#: one core's memory copy; a second thread makes a warm-cache pack ~10-15% faster, more add nothing.
+COPY_WORKERS: Final = min(2, os.cpu_count() or 1)
 #: errno values meaning "this kernel copy does not apply here": try the next way.
 UNSUPPORTED_COPY: Final = frozenset(
     getattr(errno, name)
@@ -203,6 +208,26 @@ class _Plan:
     members: list[tuple[Entry, bytes]]
     size: int
 
+    def layout(self) -> tuple[list[tuple[int, bytes]], list[tuple[Entry, int]]]:
+        """Where everything goes: (offset, bytes) of every header, padding and the end blocks,
+        and the offset of every file body. Together they fill exactly ``size`` bytes."""
+        blocks: list[tuple[int, bytes]] = []
+        bodies: list[tuple[Entry, int]] = []
+        position = 0
+        for entry, header in self.members:
+            blocks.append((position, header))
+            position += len(header)
+            if entry.is_dir:
+                continue
+            bodies.append((entry, position))
+            position += entry.size
+            padding = _padding(entry.size, tarfile.BLOCKSIZE)
+            if padding:
+                blocks.append((position, padding))
+                position += len(padding)
+        blocks.append((position, b"\0" * (self.size - position)))
+        return blocks, bodies
+
 
 def _plan(root: Path) -> _Plan:
     members = [(entry, _header(entry)) for entry in entries(root)]
@@ -269,6 +294,92 @@ def _reserve(fd: int, size: int, target: Path) -> None:
             ) from None
 
 
+class _NoRangeCopy(Exception):
+    """``copy_file_range`` with offsets does not work between these files."""
+
+
+def _write_in_place(plan: _Plan, fd: int, reporter: Reporter | None) -> int | None:
+    """Write the archive into the regular file ``fd`` at known offsets, bodies in parallel.
+
+    Every member's position follows from the plan, so headers go in with ``pwrite`` and bodies
+    are copied by ``COPY_WORKERS`` threads with ``copy_file_range`` at explicit offsets (it
+    releases the GIL). The bytes are the same as the sequential writer's. Returns None, with
+    nothing to undo (the file position is untouched), where the kernel cannot do ranged
+    copies here: the caller then writes sequentially from the start.
+    """
+    if not hasattr(os, "copy_file_range") or COPY_WORKERS < 2:
+        return None
+    blocks, bodies = plan.layout()
+    jobs = [
+        (entry, start, position + start, min(COPY_CHUNK, entry.size - start))
+        for entry, position in bodies
+        for start in range(0, entry.size, COPY_CHUNK)
+    ]
+    stop = threading.Event()
+    task: Task | None = None
+
+    def copy(job: tuple[Entry, int, int, int]) -> None:
+        entry, source_offset, target_offset, count = job
+        if stop.is_set():
+            return
+        with entry.path.open("rb", buffering=0) as handle:
+            # The size in the header must match what is copied; a file changing under us
+            # would otherwise give a corrupt archive.
+            if os.fstat(handle.fileno()).st_size != entry.size:
+                raise PackError(f"{entry.name} changed while the pack was written")
+            while count > 0 and not stop.is_set():
+                try:
+                    done = os.copy_file_range(handle.fileno(), fd, count, source_offset, target_offset)
+                except OSError as exc:
+                    if exc.errno in UNSUPPORTED_COPY:
+                        raise _NoRangeCopy from None
+                    raise
+                if done == 0:
+                    raise PackError(f"{entry.name} changed while the pack was written")
+                source_offset += done
+                target_offset += done
+                count -= done
+                if task is not None:
+                    task.advance(done)
+
+    # The first job alone: it tells whether ranged copies work here before any thread starts.
+    try:
+        if jobs:
+            copy(jobs[0])
+    except _NoRangeCopy:
+        return None
+    if reporter is not None:
+        task = reporter.task("Writing pack", sum(entry.size for entry, _ in bodies), unit="B")
+        task.advance(jobs[0][3] if jobs else 0)
+    try:
+        with ThreadPoolExecutor(COPY_WORKERS, thread_name_prefix="conda-pixi-pack-copy") as pool:
+            futures = [pool.submit(copy, job) for job in jobs[1:]]
+            try:
+                for offset, data in blocks:
+                    _pwrite_all(fd, data, offset)
+                finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    future.result()  # the first failure, if any
+            finally:  # a failure or Ctrl-C: the other copies stop at their next chunk
+                stop.set()
+                for future in futures:
+                    future.cancel()
+    except _NoRangeCopy:
+        return None
+    finally:
+        if task is not None:
+            task.done()
+    return plan.size
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view = view[done:]
+        offset += done
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make a rename durable; best effort where directories cannot be opened (Windows)."""
     try:
@@ -299,7 +410,9 @@ def write_archive(root: Path, target: Path, reporter: Reporter | None = None) ->
         with os.fdopen(fd, "wb") as handle:
             plan = _plan(root)
             _reserve(fd, plan.size, target)
-            size = _write(plan, handle, reporter)
+            size = _write_in_place(plan, fd, reporter)
+            if size is None:  # no kernel copy into this file: one sequential pass instead
+                size = _write(plan, handle, reporter)
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)

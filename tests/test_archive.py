@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -277,6 +278,19 @@ def write_to_pipe(root: Path) -> bytes:
     return subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout
 
 
+def no_ranged_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuse ``copy_file_range`` at an explicit target offset (the parallel writer's), as a
+    kernel or file system might; the sequential writer's plain calls still work."""
+    real_copy = getattr(os, "copy_file_range", None)
+
+    def refuse_ranged(source: int, target: int, count: int, *offsets: Any) -> int:
+        if len(offsets) > 1 or real_copy is None:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_copy(source, target, count, *offsets)
+
+    monkeypatch.setattr(os, "copy_file_range", refuse_ranged, raising=False)
+
+
 def no_kernel_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make both kernel copies refuse (as on a file system or platform without them)."""
 
@@ -289,8 +303,8 @@ def no_kernel_copy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     "sink",
-    ["memory", "file", "pipe", "file-without-kernel-copy"],
-    ids=["bytesio", "regular-file", "pipe", "read-write-fallback"],
+    ["memory", "file", "file-sequential", "file-without-ranged-copy", "pipe", "file-without-kernel-copy"],
+    ids=["bytesio", "regular-file", "one-thread", "no-ranged-copy", "pipe", "read-write-fallback"],
 )
 def test_bytes_identical_to_tarfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sink: str) -> None:
     """Every way of writing gives exactly the bytes tarfile's stream writer gave before."""
@@ -307,6 +321,10 @@ def test_bytes_identical_to_tarfile(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     else:
         if sink == "file-without-kernel-copy":
             no_kernel_copy(monkeypatch)
+        elif sink == "file-sequential":
+            monkeypatch.setattr(archive, "COPY_WORKERS", 1)
+        elif sink == "file-without-ranged-copy":
+            no_ranged_copy(monkeypatch)
         size = archive.write_archive(root, tmp_path / "out.tar")
         data = (tmp_path / "out.tar").read_bytes()
     assert data == reference
@@ -339,11 +357,14 @@ def test_python_and_gnu_tar_read_it(tmp_path: Path) -> None:
         assert (out / name).read_bytes() == content
 
 
+@pytest.mark.parametrize("writer", ["parallel", "sequential"])
 @pytest.mark.parametrize("when", ["before-copy", "during-copy"], ids=["size-at-open", "end-of-file-early"])
 def test_a_file_that_changes_while_packing_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str, writer: str
 ) -> None:
     """The header already says the size: a file that shrank would shift every later member."""
+    if writer == "sequential":
+        monkeypatch.setattr(archive, "COPY_WORKERS", 1)
     root = make_tree(tmp_path / "tree", ODD_TREE)
     victim = root / "a/b/big.tar.bz2"
     if when == "before-copy":
@@ -355,20 +376,39 @@ def test_a_file_that_changes_while_packing_is_refused(
             return listed
 
         monkeypatch.setattr(archive, "entries", entries_then_shrink)
-    else:
-        real_copy = archive._TarWriter.copy
+    else:  # after the size was checked, before the first byte is copied
+        real_copy = os.copy_file_range
+        victim_size = victim.stat().st_size
 
-        def shrink_then_copy(self: archive._TarWriter, name: str, source: Any, size: int) -> None:
-            if name.endswith("big.tar.bz2"):
-                os.truncate(victim, size // 2)
-            real_copy(self, name, source, size)
+        def shrink_then_copy(source: int, *args: Any) -> int:
+            if os.fstat(source).st_size == victim_size:
+                os.truncate(victim, victim_size // 2)
+            return real_copy(source, *args)
 
-        monkeypatch.setattr(archive._TarWriter, "copy", shrink_then_copy)
+        monkeypatch.setattr(os, "copy_file_range", shrink_then_copy)
     target = tmp_path / "out" / "environment.tar"
     target.parent.mkdir()
     with pytest.raises(PackError, match=r"a/b/big\.tar\.bz2 changed while the pack was written"):
         archive.write_archive(root, target)
     assert list(target.parent.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "copy_file_range"), reason="os.copy_file_range is Linux-only")
+def test_bodies_are_copied_by_several_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Into a regular file, file bodies are copied in parallel (a warm pack is this copy)."""
+    real_copy = os.copy_file_range
+    threads: set[str] = set()
+
+    def recording_copy(*args: Any) -> int:
+        threads.add(threading.current_thread().name)
+        return real_copy(*args)
+
+    monkeypatch.setattr(os, "copy_file_range", recording_copy)
+    monkeypatch.setattr(archive, "COPY_CHUNK", 64 * 1024)  # many jobs from the small tree
+    root = make_tree(tmp_path / "tree", {**TREE, **ODD_TREE})
+    archive.write_archive(root, tmp_path / "out.tar")
+    assert (tmp_path / "out.tar").read_bytes() == tarfile_reference(root)
+    assert any(name.startswith("conda-pixi-pack-copy") for name in threads), threads
 
 
 def test_full_disk_is_refused_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
