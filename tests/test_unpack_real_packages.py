@@ -72,8 +72,10 @@ def test_activate_deactivate_package(tmp_path: Path) -> None:
 def test_failing_post_link_leaves_nothing(tmp_path: Path) -> None:
     pack = make_pack(tmp_path, [recipe("activate_deactivate_package"), recipe("failing_post_link")])
     out = tmp_path / "out"
-    with pytest.raises(PackError, match="post-link script of failing_post_link failed"):
+    with pytest.raises(PackError, match="post-link script of failing_post_link failed") as failed:
         unpack(UnpackOptions(source=pack, output_directory=out, installer="rattler"))
+    # rattler keeps the script's output to itself: the hint says where to see it
+    assert "--installer conda" in (failed.value.hint or "")
     assert not out.exists()
     assert leftovers(tmp_path) == ["environment.tar", "pack-src"]
 

@@ -231,7 +231,10 @@ def install_with_rattler(
         if progress.failed_post_links:
             raise PackError(
                 f"the post-link script of {', '.join(sorted(progress.failed_post_links))} failed",
-                "see the package's documentation; the environment was not created",
+                # rattler logs the script's output only to its own (Rust) log, which py-rattler
+                # does not pass on; conda's installer reports it.
+                "the environment was not created; to see the script's output, "
+                "unpack with --installer conda where conda is installed",
             )
         _write_history(prefix, packages, _restore_provenance(prefix, packages))
     finally:
