@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Final
 
 from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.self_extracting import HEADER_LIMIT, EmbeddedArchive, Prefixed, header_end
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -44,6 +45,8 @@ RANGE_CHUNK: Final = 1 << 30
 NO_RANGE_COPY: Final = frozenset(
     {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM, errno.EBADF}
 )
+#: The first bytes of a zstd frame: pixi-pack 0.1 wrote packs as zstd-compressed tars.
+ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 #: Shown with every refusal: a good pack never triggers one.
 UNSAFE_HINT: Final = "the pack is damaged or was not written by `pack`/pixi-pack; do not use it"
 #: Shown when the archive ends inside a member.
@@ -213,22 +216,43 @@ def extract_tar(
     """
     label = str(source) if isinstance(source, Path) else "standard input"
     plain = _open_plain_tar(source) if isinstance(source, Path) else None
+    embedded: EmbeddedArchive | None = None
+    opened: IO[bytes] | None = None  # a file opened here, closed at the end
     if plain is None:
         try:
-            if isinstance(source, Path):
-                tar = tarfile.open(source, mode="r|*")
-            else:
-                tar = tarfile.open(fileobj=source, mode="r|*")
+            opened = open(source, "rb") if isinstance(source, Path) else None
+            stream = opened if opened is not None else source
+            assert not isinstance(stream, Path)
+            head = _read_head(stream)
         except FileNotFoundError:
             raise PackError(f"pack {label} does not exist", "give the path of a pack file") from None
         except IsADirectoryError:  # pragma: no cover - unpack() handles folders before this
             raise PackError(f"pack {label} is a folder, not a tar file") from None
+        except OSError as exc:
+            _close(opened)
+            raise PackError(f"cannot read pack {label}: {exc.strerror or exc}") from None
+        script = header_end(head)
+        try:
+            if script is not None:  # pixi-pack --create-executable: the tar is inside, in base64
+                embedded = EmbeddedArchive(Prefixed(head[script[0] :], stream), script[1])
+                tar = tarfile.open(fileobj=embedded, mode="r|")
+            else:  # standard input, a compressed tar, or not a tar at all
+                tar = tarfile.open(fileobj=Prefixed(head, stream), mode="r|*")
         except (tarfile.TarError, EOFError) as exc:
+            _close(opened)
+            if script is not None:
+                raise PackError(f"pack {label} is damaged: {exc}", DAMAGED_HINT) from None
+            if head.startswith(ZSTD_MAGIC):
+                raise PackError(
+                    f"{label} is a zstd-compressed pack (as pixi-pack 0.1 wrote them)",
+                    f"decompress it first, e.g. `zstd -d {label} -o environment.tar`",
+                ) from None
             raise PackError(
                 f"{label} is not a pack: it is not a tar archive ({exc})",
-                "a self-extracting .sh/.ps1 pack is run, not unpacked; otherwise give a .tar pack",
+                "give a .tar pack, a pack folder, or a self-extracting .sh/.ps1 pack from pixi-pack",
             ) from None
         except OSError as exc:
+            _close(opened)
             raise PackError(f"cannot read pack {label}: {exc.strerror or exc}") from None
     else:
         tar = plain[0]
@@ -240,7 +264,28 @@ def extract_tar(
                 _extract_seekable(tar, plain[1].fileno(), target, task, on_file)
             else:
                 _extract_stream(tar, target, task, on_file)
+                if embedded is not None:
+                    embedded.finish()
     except (tarfile.TarError, EOFError) as exc:
         raise PackError(f"pack {label} is damaged: {exc}", DAMAGED_HINT) from None
     finally:
+        _close(opened)
         task.done()
+
+
+def _read_head(stream: IO[bytes]) -> bytes:
+    """The first bytes of ``stream``, enough to tell a self-extracting pack (or a zstd file)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < HEADER_LIMIT:
+        data = stream.read(HEADER_LIMIT - size)
+        if not data:
+            break
+        parts.append(data)
+        size += len(data)
+    return b"".join(parts)
+
+
+def _close(handle: IO[bytes] | None) -> None:
+    if handle is not None:
+        handle.close()

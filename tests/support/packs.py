@@ -122,3 +122,42 @@ def raw_tar(target: Path, members: Iterable[tuple[tarfile.TarInfo, bytes | None]
                 info.size = len(data)
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return target
+
+
+#: The start of pixi-pack's script headers (src/header.sh, src/header.ps1), with the markers also
+#: inside their code, as in the real ones: only a line that is exactly a marker ends the header.
+SH_HEADER = """#!/usr/bin/env bash
+set -euo pipefail
+archive_begin=$(grep -anm 1 "^@@END_HEADER@@" "$0" | awk -F: '{print $1}')
+archive_end=$(grep -anm 1 "^@@END_ARCHIVE@@" "$0" | awk -F: '{print $1}')
+exit 0
+# shellcheck disable=SC2317
+@@END_HEADER@@
+"""
+PS1_HEADER = """$ErrorActionPreference = "Stop"\r
+for ($i = 0; $i -lt $lines.Count; $i++) {\r
+    if ($lines[$i] -like "*__END_HEADER__*") {\r
+        $headerLine = $i + 2\r
+    }\r
+}\r
+exit 0\r
+\r
+__END_HEADER__\r
+"""
+
+
+def self_extracting(archive: Path, target: Path, kind: str = "sh") -> Path:
+    """``archive`` wrapped as ``pixi-pack --create-executable`` writes it (src/pack.rs): the
+    header, a line ending, the tar as one base64 line, a line ending, the end marker and a
+    line ending, then the base64 of a (here fake) pixi-unpack executable."""
+    import base64
+
+    header, end, eol = (
+        (SH_HEADER, "@@END_ARCHIVE@@", "\n") if kind == "sh" else (PS1_HEADER, "__END_ARCHIVE__", "\r\n")
+    )
+    with open(target, "wb") as out:
+        out.write(header.encode() + eol.encode())
+        out.write(base64.b64encode(archive.read_bytes()))
+        out.write(f"{eol}{end}{eol}".encode())
+        out.write(base64.b64encode(b"\x7fELF not really pixi-unpack" * 100))
+    return target

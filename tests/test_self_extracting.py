@@ -1,0 +1,169 @@
+"""Self-extracting packs (``pixi-pack --create-executable``): the tar inside is unpacked as it is."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from conda_pixi_pack import self_extracting as embedded
+from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.extract import extract_tar
+from conda_pixi_pack.progress import Reporter
+from conda_pixi_pack.unpack import UnpackOptions, unpack
+from tests.support.packs import SH_HEADER, make_pack, raw_tar, self_extracting
+from tests.test_extract import _file
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from tests.support.channel import Channel
+
+CONTENT = {"pixi-pack.json": b"{}", "channel/noarch/a-1-0.conda": bytes(range(256)) * 999, "odd": b"x" * 7}
+
+
+@pytest.fixture
+def packages(sample_channel: Channel) -> Callable[..., list[Path]]:
+    return lambda *names: [sample_channel.packages[n] for n in names]
+
+
+def _tar(tmp_path: Path) -> Path:
+    return raw_tar(tmp_path / "inner.tar", [_file(name, data) for name, data in CONTENT.items()])
+
+
+def _extracted(target: Path) -> dict[str, bytes]:
+    return {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["sh", "ps1"])
+def test_the_tar_inside_is_extracted(tmp_path: Path, kind: str) -> None:
+    script = self_extracting(_tar(tmp_path), tmp_path / f"environment.{kind}", kind)
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_tar(script, target, Reporter())
+    assert _extracted(target) == CONTENT
+
+
+def test_decoded_piece_by_piece(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding in steps that split base64 groups gives the same bytes (memory stays flat)."""
+    monkeypatch.setattr(embedded, "ENCODED_CHUNK", 4097)
+    script = self_extracting(_tar(tmp_path), tmp_path / "environment.sh")
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_tar(script, target, Reporter())
+    assert _extracted(target) == CONTENT
+
+
+def test_from_standard_input(tmp_path: Path) -> None:
+    script = self_extracting(_tar(tmp_path), tmp_path / "environment.sh")
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_tar(io.BufferedReader(io.BytesIO(script.read_bytes())), target, Reporter())  # type: ignore[arg-type]
+    assert _extracted(target) == CONTENT
+
+
+def _damaged(script: Path, how: str) -> None:
+    data = script.read_bytes()
+    start = data.index(b"@@END_HEADER@@\n") + len(b"@@END_HEADER@@\n\n")
+    end = data.index(b"\n@@END_ARCHIVE@@")
+    if how == "cut-in-archive":
+        script.write_bytes(data[: start + (end - start) // 2])
+    elif how == "cut-in-padding":  # the tar's end blocks are all there, the rest of the file is not
+        script.write_bytes(data[:end])
+    elif how == "no-end-marker":
+        script.write_bytes(data[: end + 1] + b"something else\n")
+    elif how == "not-base64":
+        script.write_bytes(data[: start + 100] + b"!" + data[start + 101 :])
+    elif how == "no-archive":
+        script.write_bytes(data[:start])
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("cut-in-archive", "ends inside its embedded archive"),
+        ("cut-in-padding", "ends inside its embedded archive"),
+        ("no-end-marker", "not followed by @@END_ARCHIVE@@"),
+        pytest.param(
+            "not-base64",
+            "not valid base64",
+            marks=pytest.mark.skipif(sys.version_info < (3, 11), reason="strict base64 needs Python 3.11"),
+        ),
+        ("no-archive", "ends before its embedded archive"),
+    ],
+)
+def test_a_damaged_script_is_refused(tmp_path: Path, how: str, message: str) -> None:
+    script = self_extracting(_tar(tmp_path), tmp_path / "environment.sh")
+    _damaged(script, how)
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(PackError, match=rf"pack .*environment\.sh is damaged: .*{message}"):
+        extract_tar(script, target, Reporter())
+
+
+def test_a_script_without_an_archive_marker_is_not_a_pack(tmp_path: Path) -> None:
+    """The marker inside the header's code (``grep "^@@END_HEADER@@"``) does not count."""
+    script = tmp_path / "install.sh"
+    script.write_text(SH_HEADER.replace("\n@@END_HEADER@@\n", "\n"))
+    with pytest.raises(PackError, match="is not a pack: it is not a tar archive") as refused:
+        extract_tar(script, tmp_path, Reporter())
+    assert "self-extracting" in (refused.value.hint or "")
+
+
+def test_a_zstd_pack_gets_its_own_message(tmp_path: Path) -> None:
+    """pixi-pack 0.1 wrote zstd-compressed tars."""
+    path = tmp_path / "environment.tar.zstd"
+    path.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 600)
+    with pytest.raises(PackError, match="is a zstd-compressed pack") as refused:
+        extract_tar(path, tmp_path, Reporter())
+    assert "zstd -d" in (refused.value.hint or "")
+
+
+def test_unpack_a_self_extracting_pack(tmp_path: Path, packages: Callable[..., list[Path]]) -> None:
+    pack = make_pack(tmp_path / "pack", packages("alpha", "beta"))
+    script = self_extracting(pack, tmp_path / "environment.sh")
+    result = unpack(UnpackOptions(source=script, output_directory=tmp_path / "out", installer="rattler"))
+    assert (result.prefix / "share" / "alpha" / "README").read_text() == "alpha\n"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["activate.sh", "env"]
+
+
+def test_unpack_cli_reads_a_self_extracting_pack_from_stdin(
+    tmp_path: Path, packages: Callable[..., list[Path]]
+) -> None:
+    pack = make_pack(tmp_path / "pack", packages("alpha"))
+    script = self_extracting(pack, tmp_path / "environment.sh")
+    out = tmp_path / "out"
+    with open(script, "rb") as stdin:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "conda_pixi_pack",
+                "unpack",
+                "-",
+                "-o",
+                str(out),
+                "--installer",
+                "rattler",
+                "-q",
+            ],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+        )
+    assert done.returncode == 0, done.stderr
+    assert (out / "env" / "share" / "alpha" / "README").read_text() == "alpha\n"
+
+
+def test_the_fake_executable_is_never_decoded(tmp_path: Path) -> None:
+    """Only the archive's line is read as base64; what follows the end marker is ignored."""
+    script = self_extracting(_tar(tmp_path), tmp_path / "environment.sh")
+    script.write_bytes(script.read_bytes() + b"\n!!! not base64 at all !!!\n")
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_tar(script, target, Reporter())
+    assert _extracted(target) == CONTENT
