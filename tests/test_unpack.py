@@ -95,6 +95,8 @@ def test_unpacks_a_pixi_pack_pack(tmp_path: Path, basic_pack: Path) -> None:
     # Only the environment and its activation script: no temporary folder left.
     assert leftovers(out) == ["activate.sh", "env"]
     assert leftovers(tmp_path) == ["environment.tar", "out", "pack-src"]
+    # py-rattler's CACHEDIR.TAG would make backup tools skip the environment
+    assert not (env / "CACHEDIR.TAG").exists()
 
     # Text prefix replacement, in an executable that keeps its mode.
     program = env / "bin" / "prefixed"
@@ -279,6 +281,15 @@ def test_force_never_replaces_a_folder_that_is_not_an_environment(tmp_path: Path
     with pytest.raises(PackError, match="is not a conda environment"):
         unpack(rattler_options(basic_pack, tmp_path, prefix=home, force=True))
     assert (home / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_cache_tag_installed_by_a_package_stays(tmp_path: Path) -> None:
+    tagged = build_package(
+        PackageSpec("tagged", files={"CACHEDIR.TAG": "Signature: 8a477f597d28d172789f06886806bc55\n"}),
+        tmp_path / "ch",
+    )
+    result = unpack(rattler_options(make_pack(tmp_path, [tagged]), tmp_path / "out"))
+    assert (result.prefix / "CACHEDIR.TAG").read_text().startswith("Signature:")
 
 
 def test_force_restores_the_old_environment_on_failure(

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 QUIET_TIMEOUT: Final = 30.0
 #: A failed install is over once the cache and prefix have not changed for this long (seconds).
 QUIET_INTERVAL: Final = 0.3
+#: Files rattler leaves at the root of a new prefix, removed unless a package installed them.
+STRAY_FILES: Final = frozenset({"CACHEDIR.TAG"})
 #: Hosts whose channel URLs conda abbreviates to the channel name (``conda-forge``) in history.
 ANACONDA_ORG: Final = "https://conda.anaconda.org/"
 
@@ -104,19 +106,21 @@ def _dump_meta(meta: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def _restore_provenance(prefix: Path, packages: list[PackedPackage]) -> dict[str, str]:
+def _restore_provenance(prefix: Path, packages: list[PackedPackage]) -> tuple[dict[str, str], set[str]]:
     """Put the original URL and channel back into conda-meta (where rattler wrote file:// ones).
 
-    Returns each package's channel (by conda-meta file name) for the history.
+    Returns each package's channel (by conda-meta file name) for the history, and which of
+    ``STRAY_FILES`` packages own.
     """
     channels: dict[str, str] = {}
+    owned: set[str] = set()
     for package in packages:
         path = _meta_path(prefix, package.record)
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        owned.update(STRAY_FILES.intersection(meta.get("files") or ()))
         if package.origin is None:
-            meta = json.loads(path.read_text(encoding="utf-8"))
             channels[path.name] = str(meta.get("channel") or "")
             continue
-        meta = json.loads(path.read_text(encoding="utf-8"))
         meta["url"] = package.origin.url
         # "<channel>/<subdir>/<file name>" -> "<channel>/" when the pack did not name the channel.
         meta["channel"] = package.origin.channel or package.origin.url.rsplit("/", 2)[0] + "/"
@@ -124,7 +128,17 @@ def _restore_provenance(prefix: Path, packages: list[PackedPackage]) -> dict[str
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(_dump_meta(meta), encoding="utf-8")
         os.replace(tmp, path)
-    return channels
+    return channels, owned
+
+
+def _remove_stray_files(prefix: Path, owned: set[str]) -> None:
+    """Remove what py-rattler leaves at the prefix's root that no package installed.
+
+    py-rattler 0.28 writes a ``CACHEDIR.TAG`` there (a bare ``rattler.install`` does too), which
+    makes backup tools (``tar --exclude-caches``, borg, restic) skip the whole environment.
+    """
+    for name in STRAY_FILES - owned:
+        (prefix / name).unlink(missing_ok=True)
 
 
 def _write_history(prefix: Path, packages: list[PackedPackage], channels: dict[str, str]) -> None:
@@ -236,7 +250,9 @@ def install_with_rattler(
                 "the environment was not created; to see the script's output, "
                 "unpack with --installer conda where conda is installed",
             )
-        _write_history(prefix, packages, _restore_provenance(prefix, packages))
+        channels, owned = _restore_provenance(prefix, packages)
+        _remove_stray_files(prefix, owned)
+        _write_history(prefix, packages, channels)
     finally:
         if cleaner is not None:
             cleaner.join()
