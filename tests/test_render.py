@@ -64,6 +64,22 @@ def test_a_stage_cut_short_is_not_reported_done() -> None:
     assert out.count("Downloading: stopped after 4 packages of 10 packages") == 1
 
 
+@pytest.mark.parametrize("error", [OSError("connection reset"), KeyboardInterrupt()], ids=["error", "ctrl-c"])
+def test_a_stage_ended_by_an_exception_is_not_reported_done(error: BaseException) -> None:
+    """A stage of unknown length that fails must not print "done" before the error line."""
+    reporter, buffer = make_reporter(False, verbosity=1)
+    task = reporter.task("Downloading", None, unit="B")
+    task.advance(1_800_000)
+    with pytest.raises(type(error)):
+        try:
+            raise error
+        finally:
+            task.done()
+    out = buffer.getvalue()
+    assert "done" not in out
+    assert "Downloading: stopped after 1.8 MB\n" in out
+
+
 @pytest.mark.parametrize(
     ("output", "info_shown", "debug_shown"),
     [

@@ -150,11 +150,14 @@ class _CountingTask(Task):
             self.completed += amount
 
     def done(self) -> None:
+        # The core calls done() from a ``finally``: an exception on its way out (a failed
+        # download, Ctrl-C) means the stage did not finish, whatever was counted so far.
+        failed = sys.exc_info()[0] is not None
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        self._finish(self.total is None or self.completed >= self.total)
+        self._finish(not failed and (self.total is None or self.completed >= self.total))
 
     def _finish(self, finished: bool) -> None:
         elapsed = time.monotonic() - self.started
@@ -163,8 +166,8 @@ class _CountingTask(Task):
             self._reporter.info(f"{self.description}: done ({amount} in {elapsed:.1f}s)")
         else:
             done = human_amount(self.completed, self.unit)
-            total = human_amount(self.total or 0, self.unit)
-            self._reporter.debug(f"{self.description}: stopped after {done} of {total}")
+            of = f" of {human_amount(self.total, self.unit)}" if self.total is not None else ""
+            self._reporter.debug(f"{self.description}: stopped after {done}{of}")
 
 
 class _BarTask(_CountingTask):
