@@ -52,8 +52,10 @@ step "Packing examples/demo (a pixi.lock whose packages are paths relative to it
 run "${CLI[@]}" pack "$ROOT/examples/demo" -o "$WORK/environment.tar"
 
 step "Unpacking it offline with the $INSTALLER backend"
-run "${CLI[@]}" unpack "$WORK/environment.tar" -o "$WORK/out" --installer "$INSTALLER" \
-    --pkgs-dir "$WORK/pkgs" # a private package cache: the demo leaves nothing in the user's caches
+# A private package cache, and (conda) no entry in ~/.conda/environments.txt for an environment
+# removed at the end: the demo leaves nothing behind in the user's conda setup.
+export CONDA_REGISTER_ENVS=false
+run "${CLI[@]}" unpack "$WORK/environment.tar" -o "$WORK/out" --installer "$INSTALLER" --pkgs-dir "$WORK/pkgs"
 
 step "Activating the environment (source $WORK/out/activate.sh)"
 # shellcheck disable=SC1091
