@@ -1,9 +1,13 @@
 """``--use-cache DIR``: a channel-shaped folder of verified package files shared between packs.
 
 Layout: ``<dir>/<subdir>/<file>`` and ``<dir>/pypi/<file>``, plus a ``CACHEDIR.TAG`` so that
-backup tools skip it. Entries only ever appear by ``os.replace`` of a complete, verified temp file
-written in the entry's own folder, so two packs sharing a cache never see half a file. A hit is
-linked, or copied, into the pack.
+backup tools skip it. That tag would hide a user's own files from backups, so a folder is only
+taken when it is new, empty, tagged already, or holds nothing but subdir and ``pypi`` folders
+(what pixi-pack's ``--use-cache`` writes, untagged).
+
+Entries only ever appear by ``os.replace`` of a complete, verified temp file written in the
+entry's own folder, so two packs sharing a cache never see half a file. A hit is linked, or
+copied, into the pack.
 
 Verification stamps: re-hashing every hit would cost more than the rest of a warm pack (sha256
 runs at ~300 MB/s per core). So when an entry is added, right after its download was verified,
@@ -31,11 +35,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.layout import PYPI_DIR
 
 if TYPE_CHECKING:
     from conda_pixi_pack.download import Artifact
@@ -56,6 +62,9 @@ PARTIAL_SUFFIX: Final = ".part"
 STAMP_SUFFIX: Final = ".verified"
 #: Version of the stamp's JSON; a stamp of another version is ignored (the entry is hashed).
 STAMP_VERSION: Final = 1
+#: A conda subdir name (``noarch``, ``linux-64``, ``osx-arm64``, ``linux-ppc``, ``zos-z``…): a
+#: pattern rather than rattler's list, so that a cache written for a newer platform still counts.
+SUBDIR_RE: Final = re.compile(r"noarch|[a-z]+-(?:z|ppc|[a-z]*[0-9][a-z0-9]*)")
 
 
 class Hasher:
@@ -129,6 +138,7 @@ class Cache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         try:
+            check_folder(self.root)
             self.root.mkdir(parents=True, exist_ok=True)
             tag = self.root / CACHEDIR_TAG
             if not tag.exists():
@@ -199,6 +209,38 @@ class Cache:
         os.replace(verified_temp, path)
         write_stamp(path, artifact, verified)
         return path
+
+
+def check_folder(root: Path) -> None:
+    """Refuse a file, or a folder of other things: tagging it would hide them from backups.
+
+    Writes nothing, so that ``pack`` can call it before reading the lock.
+    """
+    if root.exists() and not root.is_dir():
+        raise PackError(f"cannot use {root} as a cache: it is a file", "give a folder with `--use-cache`")
+    if not root.is_dir() or (root / CACHEDIR_TAG).exists():
+        return
+    try:
+        with os.scandir(root) as entries:
+            foreign = sorted(entry.name for entry in entries if not _cache_like(entry))
+    except OSError as exc:
+        raise PackError(
+            f"cannot use {root} as a cache: {exc.strerror or exc}",
+            "give a writable folder with `--use-cache`",
+        ) from exc
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+        raise PackError(
+            f"cannot use {root} as a cache: it is not a package cache (it holds {shown})",
+            "give an empty or new folder, or one used as a cache before",
+        )
+
+
+def _cache_like(entry: os.DirEntry[str]) -> bool:
+    """A subdir or ``pypi`` folder, or the temp file of a tag another pack is writing right now."""
+    if entry.is_dir():
+        return entry.name == PYPI_DIR or SUBDIR_RE.fullmatch(entry.name) is not None
+    return entry.name.startswith(f".{CACHEDIR_TAG}.") and entry.name.endswith(PARTIAL_SUFFIX)
 
 
 def stamp_path(entry: Path) -> Path:

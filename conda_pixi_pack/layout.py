@@ -59,6 +59,9 @@ class PackMetadata:
     platform: str
     #: ``"<subdir>/<file name>"`` -> origin; empty for packs written by pixi-pack.
     origins: Mapping[str, Origin] = field(default_factory=dict)
+    #: The conda-pixi-pack version under our own key: None for a pack written by pixi-pack
+    #: (whose ``pixi-pack-version`` is then pixi-pack's, not ours).
+    writer_version: str | None = None
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -66,13 +69,14 @@ class PackMetadata:
             "pixi-pack-version": self.tool_version,
             "platform": self.platform,
         }
+        # Our key marks the pack as ours (pixi-unpack ignores it) and says which version wrote it.
+        extension: dict[str, Any] = {"version": self.writer_version or self.tool_version}
         if self.origins:
-            data[EXTENSION_KEY] = {
-                "origins": {
-                    key: {k: v for k, v in vars(o).items() if v is not None}
-                    for key, o in sorted(self.origins.items())
-                }
+            extension["origins"] = {
+                key: {k: v for k, v in vars(o).items() if v is not None}
+                for key, o in sorted(self.origins.items())
             }
+        data[EXTENSION_KEY] = extension
         return json.dumps(data, indent=2) + "\n"
 
 
@@ -107,12 +111,16 @@ def read_metadata(root: Path) -> PackMetadata:
         raise PackError(f"not a pack: {METADATA_FILE} names no platform")
     tool_version = data.get("pixi-pack-version")
     origins: dict[str, Origin] = {}
+    writer_version = None
     ext = data.get(EXTENSION_KEY)
-    if isinstance(ext, dict) and isinstance(ext.get("origins"), dict):
-        for key, value in ext["origins"].items():
-            if isinstance(value, dict) and isinstance(value.get("url"), str):
-                origins[key] = Origin(value["url"], value.get("channel"))
-    return PackMetadata(FORMAT_VERSION, str(tool_version or "unknown"), platform, origins)
+    if isinstance(ext, dict):
+        if isinstance(ext.get("version"), str):
+            writer_version = ext["version"]
+        if isinstance(ext.get("origins"), dict):
+            for key, value in ext["origins"].items():
+                if isinstance(value, dict) and isinstance(value.get("url"), str):
+                    origins[key] = Origin(value["url"], value.get("channel"))
+    return PackMetadata(FORMAT_VERSION, str(tool_version or "unknown"), platform, origins, writer_version)
 
 
 def environment_yml(conda_specs: Iterable[str], wheel_specs: Iterable[str]) -> str:

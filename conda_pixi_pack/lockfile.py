@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 LOCK_NAME: Final = "pixi.lock"
 #: Manifest names looked for in a directory, in pixi's order of preference.
 MANIFEST_NAMES: Final = ("pixi.toml", "pyproject.toml")
-#: Lock files given directly (py-rattler also reads conda-lock's format, as pixi does on import).
-LOCK_FILE_NAMES: Final = ("conda-lock.yml", "conda-lock.yaml")
+#: Suffixes of a lock file given directly instead of a manifest: ``*.lock`` and conda-lock's
+#: ``*.yml``/``*.yaml`` under any name (``myenv.conda-lock.yml``; py-rattler reads that format too).
+LOCK_SUFFIXES: Final = (".lock", ".yml", ".yaml")
 #: URL schemes handed to rattler's client as they are (everything else is a local path).
 REMOTE_SCHEMES: Final = ("http", "https", "s3", "oci", "gcs")
 #: pixi marks direct URL requirements (``pkg @ https://…``) with this prefix in the lock.
@@ -135,19 +136,19 @@ def load(
 
 def find_lock(manifest: Path) -> Path:
     """The lock that belongs to ``manifest``: the ``pixi.lock`` beside a manifest or in a folder,
-    or a lock file given directly (``*.lock``, ``conda-lock.yml``)."""
+    or a lock file given directly (``*.lock``, ``*.yml``, ``*.yaml``)."""
     manifest = Path(manifest)
     if not manifest.exists():
         raise PackError(
             f"manifest {manifest} does not exist",
-            "give a pixi.toml, a pyproject.toml or the folder holding one",
+            "give a pixi.toml, a pyproject.toml, the folder holding one, or a lock file",
         )
     if manifest.is_dir():
         lock_path = manifest / LOCK_NAME
         described = next(
             (str(manifest / name) for name in MANIFEST_NAMES if (manifest / name).is_file()), str(manifest)
         )
-    elif manifest.suffix == ".lock" or manifest.name in LOCK_FILE_NAMES:
+    elif manifest.suffix.lower() in LOCK_SUFFIXES:
         lock_path, described = manifest, str(manifest)
     else:
         lock_path, described = manifest.parent / LOCK_NAME, str(manifest)
@@ -162,9 +163,9 @@ def _read_lock(lock_path: Path) -> LockFile:
     try:
         return LockFile.from_path(lock_path)
     except Exception as exc:  # rattler raises ParseCondaLockError, IoError, ValueError…
+        tool = "pixi lock" if lock_path.suffix == ".lock" else "conda-lock"
         raise PackError(
-            f"cannot read {lock_path}: {first_line(exc)}",
-            "regenerate it with `pixi lock`",
+            f"cannot read {lock_path}: {first_line(exc)}", f"regenerate it with `{tool}`"
         ) from exc
 
 

@@ -4,7 +4,9 @@ The steps, each owned by its own module: read the lock (:mod:`lockfile`), read a
 ``--inject`` files (:mod:`inject`), fetch into a staging folder beside the output
 (:mod:`download`), write the format's files (:mod:`layout`), then archive deterministically
 and rename into place (:mod:`archive`). Nothing appears at the output path unless the whole
-pack succeeded; the staging folder is removed on every path out, Ctrl-C included.
+pack succeeded; the staging folder is removed on every path out, Ctrl-C included. An output that
+is one of the pack's own inputs (the lock, the manifest, a local package, an ``--inject`` file) is
+refused before anything is fetched: the rename would destroy it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
-from conda_pixi_pack import __version__, archive, download, inject, layout, lockfile
+from conda_pixi_pack import __version__, archive, cache, download, inject, layout, lockfile
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.progress import Reporter, plural
 from conda_pixi_pack.urls import public_url
@@ -33,6 +36,10 @@ if TYPE_CHECKING:
 FETCH_DIR: Final = ".fetch"
 #: Always present, even empty: conda refuses a local channel without ``noarch/repodata.json``.
 NOARCH: Final = "noarch"
+#: A typed ``-o`` ending in one of these names a folder (``/`` counts on Windows too).
+SEPARATORS: Final = tuple(sep for sep in (os.sep, os.altsep) if sep)
+#: Standard output's descriptor: ``-o /dev/stdout`` writes into it directly (see :func:`_to_stream`).
+STDOUT_FD: Final = 1
 
 
 @dataclass
@@ -46,6 +53,9 @@ class PackOptions:
     platform: str | None = None
     #: Target archive (or folder with ``directory_only``). Ignored when ``to_stdout``.
     output: Path = Path("environment.tar")
+    #: ``-o`` as typed, when there is one: its trailing separator (``-o out/``) names a folder,
+    #: which ``output`` (a Path) no longer shows.
+    output_text: str | None = None
     to_stdout: bool = False
     directory_only: bool = False
     cache_dir: Path | None = None
@@ -78,10 +88,12 @@ def pack(options: PackOptions, reporter: Reporter | None = None) -> PackResult:
 def _pack(options: PackOptions, reporter: Reporter) -> PackResult:
     if options.to_stdout and options.directory_only:
         raise PackError("a folder pack cannot be written to standard output", "drop -o - or --directory-only")
-    target = None if options.to_stdout else _check_output(options.output, options.directory_only)
+    target = None if options.to_stdout else _check_output(options)
     # A device or fifo (-o /dev/stdout, -o /dev/null, a named pipe) is written through, like
     # stdout: replacing it by a renamed file would destroy the node and lose the data.
     stream_to = target if target is not None and _is_special(target) else None
+    if options.cache_dir is not None:
+        cache.check_folder(options.cache_dir)
     env = lockfile.load(
         options.manifest,
         options.environment,
@@ -90,6 +102,8 @@ def _pack(options: PackOptions, reporter: Reporter) -> PackResult:
         reporter=reporter,
         allow_source_packages=True,
     )
+    if target is not None and stream_to is None:
+        _check_not_an_input(target, options, env)
     # Injected files are read and checked before anything is downloaded: a misfit fails fast.
     injection = inject.read_injections(options.inject, env.platform)
     # Source packages (`pixi build`) cannot be downloaded: each needs a built package injected.
@@ -137,16 +151,26 @@ def _is_special(path: Path) -> bool:
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISBLK(mode)
 
 
-def _check_output(output: Path, directory_only: bool) -> Path:
+def _check_output(options: PackOptions) -> Path:
     """Refuse an output we could not create, before any download starts.
 
     A symbolic link is followed (the pack replaces the file it points to, not the link).
     """
-    target = Path(os.path.realpath(os.path.abspath(output)))
-    if _is_special(target):
+    output, directory_only = options.output, options.directory_only
+    typed = options.output_text
+    if typed and typed.endswith(SEPARATORS) and not directory_only:
+        raise PackError(
+            f"cannot write {typed}: a file name is needed, not a folder",
+            "give a file name with -o, or use --directory-only to write a folder",
+        )
+    # Checked on the path as given (stat follows links): /dev/stdout on a pipe leads to
+    # /proc/PID/fd/1 -> "pipe:[…]", which stat can open but realpath turns into a missing path.
+    given = Path(os.path.abspath(output))
+    if _is_special(given):
         if directory_only:
-            raise PackError(f"cannot write a pack folder into {target}: it is a device or pipe")
-        return target
+            raise PackError(f"cannot write a pack folder into {given}: it is a device or pipe")
+        return given
+    target = Path(os.path.realpath(given))
     parent = target.parent
     if not parent.is_dir():
         raise PackError(
@@ -175,6 +199,53 @@ def _check_output(output: Path, directory_only: bool) -> Path:
             "give a file name with -o, or use --directory-only to write a folder",
         )
     return target
+
+
+def _check_not_an_input(target: Path, options: PackOptions, env: LockedEnvironment) -> None:
+    """Refuse an output that is one of the pack's own inputs: the pack would replace it (data loss).
+
+    Checked once the lock is read (it names the local packages) and before anything is fetched.
+    """
+    inputs: list[tuple[Path, str]] = [(env.lock_path, "the lock file")]
+    manifest = Path(options.manifest)
+    if manifest.is_dir():
+        found = [manifest / name for name in lockfile.MANIFEST_NAMES]
+        inputs += [(path, "the manifest") for path in found if path.is_file()]
+    else:
+        inputs.append((manifest, "the manifest"))
+    for artifact in [c.artifact for c in env.conda] + [w.artifact for w in env.wheels]:
+        if urlsplit(artifact.url).scheme.lower() == "file":
+            inputs.append((_file_url_path(artifact.url), f"an input package ({artifact.file_name})"))
+    inputs += [(path, "an --inject file") for path in options.inject]
+    inputs += [(path, "the --auth-file") for path in [options.auth_file] if path is not None]
+    inputs += [(path, "the --config file") for path in [options.config_file] if path is not None]
+    for path, what in inputs:
+        if _same_file(target, path):
+            raise PackError(f"the output {target} is {what} of this pack", "choose another output with -o")
+    if options.cache_dir is not None:
+        cache_root = Path(os.path.realpath(options.cache_dir))
+        # A pack inside the cache could replace an entry; a cache inside a folder pack would be packed.
+        inside = target.is_relative_to(cache_root)
+        if inside or (options.directory_only and cache_root.is_relative_to(target)):
+            raise PackError(
+                f"the output {target} and the --use-cache folder {cache_root} overlap",
+                "choose another output with -o",
+            )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One file by identity where both exist (symbolic and hard links), else by resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _file_url_path(url: str) -> Path:
+    """The local path of a ``file://`` URL (urllib.request is imported only for such locks)."""
+    from urllib.request import url2pathname
+
+    return Path(url2pathname(urlsplit(url).path))
 
 
 def _make_staging(target: Path | None) -> Path:
@@ -271,14 +342,27 @@ def _place(fetched: Mapping[str, Path], artifact: Artifact, fetch_root: Path, de
 
 
 def _to_stream(root: Path, target: Path, reporter: Reporter) -> int:
-    """Stream the tar into a device or fifo (there is nothing to rename atomically)."""
+    """Stream the tar into a device, fifo or socket (there is nothing to rename atomically).
+
+    Our own standard output (``-o /dev/stdout``) is written through its descriptor: a socket
+    there cannot be opened again by name (ENXIO), a pipe or device can but need not be.
+    """
     try:
-        with open(target, "wb") as sink:
+        own = _is_stdout(target)
+        with open(os.dup(STDOUT_FD) if own else target, "wb") as sink:
             return archive.write_tar(root, sink, reporter)
     except BrokenPipeError:
         raise PackError(f"{target} was closed before the pack was written") from None
     except OSError as exc:
         raise PackError(f"cannot write the pack into {target}: {exc.strerror or exc}") from None
+
+
+def _is_stdout(target: Path) -> bool:
+    """Whether ``target`` is the very file our standard output descriptor is open on."""
+    try:
+        return os.path.samestat(os.stat(target), os.fstat(STDOUT_FD))
+    except OSError:  # no descriptor 1 (closed), or the target went away
+        return False
 
 
 def _to_stdout(root: Path, reporter: Reporter) -> int:

@@ -129,9 +129,14 @@ def _check_metadata(root: Path, platform: str, reporter: Reporter) -> PackMetada
             f"the pack is for {shown} but this machine is {platform}",
             f"pack the environment again with --platform {platform}",
         )
-    if metadata.tool_version != __version__:
+    if metadata.writer_version is None:  # Quantco's pixi-pack: its version means nothing to us
         reporter.warn(
-            f"the pack was written by pixi-pack version {metadata.tool_version}, "
+            f"the pack was written by pixi-pack (version {metadata.tool_version}), "
+            f"this is conda-pixi-pack {__version__}; unpacking anyway"
+        )
+    elif metadata.writer_version != __version__:
+        reporter.warn(
+            f"the pack was written by conda-pixi-pack {metadata.writer_version}, "
             f"this is {__version__}; unpacking anyway"
         )
     return metadata

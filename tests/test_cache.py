@@ -10,9 +10,11 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
+from rattler import Subdir
 
 from conda_pixi_pack import cache as cache_module
 from conda_pixi_pack.cache import CACHEDIR_TAG, STAMP_SUFFIX, Cache, file_mismatch, stamp_path
+from conda_pixi_pack.cli import main
 from conda_pixi_pack.download import Artifact, NetworkSettings, fetch_all
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.lockfile import load
@@ -106,6 +108,82 @@ def test_unusable_cache_folder(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(PackError, match="cannot use .* as a cache"):
         Cache(tmp_path / "file" / "cache")
+
+
+def test_a_file_is_not_a_cache(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    with pytest.raises(PackError) as info:
+        Cache(path)
+    assert info.value.message == f"cannot use {path} as a cache: it is a file"
+    assert path.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("contents", "named"),
+    [
+        (["notes.txt"], "notes.txt"),
+        (["photos/", "linux-64/"], "photos"),
+        (["my-docs/"], "my-docs"),
+        (["pypi/", "todo.md", "b.txt", "c.txt", "d.txt"], "b.txt, c.txt, d.txt, …"),
+    ],
+    ids=["a-file", "a-foreign-folder", "a-folder-named-like-a-subdir", "files-beside-pypi"],
+)
+def test_a_folder_of_other_things_is_not_taken_as_a_cache(
+    project_server: tuple[Path, ChannelServer], tmp_path: Path, contents: list[str], named: str
+) -> None:
+    """Tagging it would make backup tools skip the user's files; nothing is written into it."""
+    project, server = project_server
+    folder = tmp_path / "Documents"
+    for name in contents:
+        path = folder / name.rstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir() if name.endswith("/") else path.write_text("mine")
+    before = sorted(folder.rglob("*"))
+    with pytest.raises(PackError) as info:
+        fetch_all(artifacts_of(project), tmp_path / "out", network=NetworkSettings(), cache_dir=folder)
+    refusal = f"cannot use {folder} as a cache: it is not a package cache (it holds {named})"
+    assert info.value.message == refusal
+    assert info.value.hint == "give an empty or new folder, or one used as a cache before"
+    assert sorted(folder.rglob("*")) == before
+    assert server.requests == []
+
+
+def test_cli_refuses_a_foreign_folder_in_one_line(
+    project_server: tuple[Path, ChannelServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project, _ = project_server
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    output = tmp_path / "environment.tar"
+    code = main(["pack", str(project), "-p", "linux-64", "-o", str(output), "--use-cache", str(folder)])
+    assert code == 1
+    refusal = f"cannot use {folder} as a cache: it is not a package cache (it holds notes.txt)"
+    hint = "give an empty or new folder, or one used as a cache before"
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {refusal} ({hint})"]
+    assert not output.exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_an_untagged_pixi_pack_cache_is_used(
+    project_server: tuple[Path, ChannelServer], tmp_path: Path
+) -> None:
+    """pixi-pack's ``--use-cache`` writes ``<subdir>/<file>`` without a tag: its hits are used."""
+    project, server = project_server
+    artifacts = artifacts_of(project)
+    cache = tmp_path / "pixi-pack-cache"
+    fetch_all(artifacts, tmp_path / "one", network=NetworkSettings(), cache_dir=cache)
+    (cache / CACHEDIR_TAG).unlink()
+    for stamp in cache.rglob(f"*{STAMP_SUFFIX}"):
+        stamp.unlink()
+    for subdir in Subdir.all():  # every subdir name rattler knows counts as cache content
+        (cache / str(subdir)).mkdir(exist_ok=True)
+    server.reset()
+    paths = fetch_all(artifacts, tmp_path / "two", network=NetworkSettings(), cache_dir=cache)
+    assert server.requests == []
+    assert sorted(paths) == sorted(a.relative_path for a in artifacts)
+    assert (cache / CACHEDIR_TAG).is_file()
 
 
 def test_entries_appear_only_complete(slow_server: Callable[..., SlowServer], tmp_path: Path) -> None:

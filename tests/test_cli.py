@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -113,6 +114,15 @@ def test_every_flag_in_help(
 ) -> None:
     launcher(launch)
     assert re.search(rf"(^|[\s\[,]){re.escape(flag)}([\s,\]]|$)", help_texts[launch, command])
+
+
+def test_help_says_what_the_readme_says(help_texts: dict[tuple[str, str], str]) -> None:
+    """A lock file can be given as the manifest; rattler's default cache is a temporary one."""
+    pack_help = " ".join(help_texts["python-m", "pack"].split())
+    assert "or the lock file itself: a pixi.lock or a conda-lock file" in pack_help
+    unpack_help = " ".join(help_texts["python-m", "unpack"].split())
+    assert "conda's first writable pkgs_dirs with --installer conda" in unpack_help
+    assert "a temporary cache, removed at the end, with --installer rattler" in unpack_help
 
 
 @pytest.mark.parametrize(
@@ -240,6 +250,8 @@ UNPACK_MAPPING: Final = [
     ("pack-not-stdin", ["my.tar"], "from_stdin", False),
     ("output-directory-short", ["-o", "out"], "output_directory", Path("out")),
     ("output-directory-long", ["--output-directory", "out2"], "output_directory", Path("out2")),
+    ("output-directory-dash-folder", ["-o", "./-"], "output_directory", Path("-")),
+    ("output-directory-tilde", ["-o", "~/envs"], "output_directory", Path.home() / "envs"),
     ("env-name-default", [], "env_name", "env"),
     ("env-name-short", ["-e", "myenv"], "env_name", "myenv"),
     ("env-name-long", ["--env-name", "other"], "env_name", "other"),
@@ -320,6 +332,11 @@ def test_yes_is_accepted(tmp_path: Path) -> None:
         (["unpack", "-e", ""], "-e/--env-name is empty"),
         (["unpack", "-n", " "], "-n/--name is empty"),
         (["unpack", "-p", ""], "-p/--prefix is empty"),
+        (["unpack", "-o", "-"], "unpack writes an environment, not a stream"),
+        (["unpack", "a.tar", "-n", "x", "-p", "y", "--json"], "not allowed with argument"),
+        (["unpack", "-s", "tcsh", "--json"], "invalid choice: 'tcsh'"),
+        (["pack", "--no-such-flag", "--json"], "unrecognized arguments: --no-such-flag"),
+        (["pack", "a", "-m", "b", "--json"], "either as an argument or with -m, not both"),
     ],
     ids=[
         "manifest-twice",
@@ -335,6 +352,11 @@ def test_yes_is_accepted(tmp_path: Path) -> None:
         "empty-env-name",
         "blank-name",
         "empty-prefix",
+        "unpack-to-stdout",
+        "name-and-prefix-json",
+        "bad-shell-json",
+        "unknown-flag-json",
+        "manifest-twice-json",
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], message: str, tmp_path: Path) -> None:
@@ -345,6 +367,50 @@ def test_usage_errors_exit_2(argv: list[str], message: str, tmp_path: Path) -> N
     assert "Traceback" not in text(done.stderr)
     if "--json" not in argv:
         assert done.stdout == b""
+
+
+def test_unpack_to_stdout_is_one_usage_line(tmp_path: Path) -> None:
+    """``-o -`` means stdout for pack; for unpack it is refused instead of making a folder '-'."""
+    done = run(["unpack", "environment.tar", "-o", "-"], tmp_path)
+    assert done.returncode == 2
+    line = (
+        "error: -o/--output-directory cannot be '-': unpack writes an environment, not a stream "
+        "(give a folder, such as -o .)"
+    )
+    assert text(done.stderr).splitlines() == [line]
+    assert done.stdout == b""
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["unpack", "a.tar", "-n", "x", "-p", "y", "--json"],
+        ["unpack", "--json", "-s", "tcsh"],
+        ["pack", "--json", "--no-such-flag"],
+        ["--json"],
+    ],
+    ids=["name-and-prefix", "bad-shell", "unknown-flag", "json-at-top-level"],
+)
+def test_argparse_errors_with_json_are_a_json_object(argv: list[str], tmp_path: Path) -> None:
+    """Scripts reading --json get the same error object for every usage error, not a usage text."""
+    done = run(argv, tmp_path)
+    assert done.returncode == 2
+    error = json.loads(done.stdout)
+    assert error["exception_name"] == "UsageError"
+    assert error["return_code"] == 2
+    assert error["error"] == f"UsageError: {error['message']}"
+    assert "--help" in error["hint"]
+    assert done.stderr == b""
+
+
+def test_argparse_errors_without_json_keep_the_usage_text(tmp_path: Path) -> None:
+    done = run(["unpack", "-s", "tcsh"], tmp_path)
+    assert done.returncode == 2
+    lines = text(done.stderr).splitlines()
+    assert lines[0].startswith("usage: conda-pixi-pack unpack ")
+    assert lines[-1].startswith("conda-pixi-pack unpack: error: argument -s/--shell: invalid choice: 'tcsh'")
+    assert done.stdout == b""
 
 
 # -- errors (exit 1), rendered as one line -------------------------------------------------------
@@ -429,6 +495,77 @@ def test_error_rendering(
     assert captured.out == ""
     assert captured.err.splitlines()[-1] == line
     assert ("Traceback" in captured.err) is verbose
+
+
+#: A pack core that waits to be interrupted, cleaning up as the real one does, run by the real entry.
+INTERRUPTIBLE: Final = """
+import sys, time
+from pathlib import Path
+import conda_pixi_pack.pack
+from conda_pixi_pack.cli import run
+from conda_pixi_pack.errors import UserCancelled
+
+def pack(options, reporter):
+    partial = Path("partial.tar")
+    partial.write_bytes(b"half")
+    try:
+        print("ready", file=sys.stderr, flush=True)
+        time.sleep(60)
+    except KeyboardInterrupt:
+        raise UserCancelled() from None
+    finally:
+        partial.unlink()
+
+conda_pixi_pack.pack.pack = pack
+run()
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+    ids=["ctrl-c-130", "sigterm-143"],
+)
+@pytest.mark.parametrize("json_output", [False, True], ids=["text", "json"])
+def test_interrupted_exit_codes(signum: int, code: int, json_output: bool, tmp_path: Path) -> None:
+    """Ctrl-C exits 130 and SIGTERM 143 (128 + the signal, as a shell reports), both cleaned up."""
+    argv = ["pack", str(tmp_path), *(["--json"] if json_output else [])]
+    process = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTIBLE, *argv],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        assert process.stderr.readline() == b"ready\n"
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == code, text(stderr)
+    if json_output:
+        error = json.loads(stdout)
+        assert (error["message"], error["return_code"]) == ("interrupted; nothing was written", code)
+    else:
+        assert text(stderr).splitlines() == ["error: interrupted; nothing was written"]
+    assert list(tmp_path.iterdir()) == []  # the partial file was removed
+
+
+def test_sigterm_without_the_core_catching_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A bare KeyboardInterrupt from SIGTERM is 143 too; the previous handler is back afterwards."""
+
+    def behaviour(reporter: Reporter) -> PackResult:
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not interrupt")
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr("conda_pixi_pack.pack.pack", fake_pack(behaviour))
+    assert main(["pack", str(tmp_path)]) == 143
+    assert capsys.readouterr().err.splitlines()[-1] == "error: interrupted"
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_refuses_to_write_a_tar_to_a_terminal(

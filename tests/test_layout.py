@@ -53,11 +53,16 @@ def test_dump_repodata_is_json_with_a_line_per_record(records: dict[str, dict[st
 
 def test_metadata_round_trip_keeps_origins(tmp_path: Path) -> None:
     metadata = layout.PackMetadata(
-        "1", "0.1.0", "linux-64", {"linux-64/a-1-0.conda": layout.Origin("https://x/a", "https://x")}
+        "1",
+        "0.1.0",
+        "linux-64",
+        {"linux-64/a-1-0.conda": layout.Origin("https://x/a", "https://x")},
+        writer_version="0.1.0",
     )
     (tmp_path / layout.METADATA_FILE).write_text(metadata.to_json())
     data = json.loads((tmp_path / layout.METADATA_FILE).read_text())
     assert data["version"] == "1" and data["pixi-pack-version"] == "0.1.0"
+    assert data["conda-pixi-pack"]["version"] == "0.1.0"
     assert layout.read_metadata(tmp_path) == metadata
 
 

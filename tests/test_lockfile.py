@@ -172,6 +172,33 @@ def test_manifest_forms(make_project: Callable[..., Path]) -> None:
     assert load(project, "default", "linux-64").conda  # a bare pixi.lock in a folder
 
 
+@pytest.mark.skipif(not REAL_LOCKS.is_dir(), reason=NO_REAL_LOCKS)
+@pytest.mark.parametrize("name", ["myenv.conda-lock.yml", "env.YAML"], ids=["conda-lock-yml", "yaml"])
+def test_conda_lock_file_under_another_name(tmp_path: Path, name: str) -> None:
+    """conda-lock's ``--lockfile`` takes any name: a .yml/.yaml given directly is the lock."""
+    lock_path = tmp_path / "cl" / name
+    lock_path.parent.mkdir()
+    shutil.copy(REAL_LOCKS / "conda-lockfiles-tests/conda-lock-metadata/conda-lock.yml", lock_path)
+    env = load(lock_path, "default", "linux-64")
+    assert env.lock_path == lock_path
+    assert env.conda
+    assert {c.subdir for c in env.conda} <= {"linux-64", "noarch"}
+
+
+@pytest.mark.skipif(not REAL_LOCKS.is_dir(), reason=NO_REAL_LOCKS)
+def test_invalid_conda_lock_given_beside_a_pixi_lock_is_read_itself(
+    make_project: Callable[..., Path],
+) -> None:
+    """The file given is the lock, even with a (valid) pixi.lock in the same folder."""
+    project = make_project(["alpha"])
+    invalid = project / "conda-lock-v1-missing-metadata.yml"
+    shutil.copy(REAL_LOCKS / "conda-lockfiles-tests/invalid-lockfiles" / invalid.name, invalid)
+    with pytest.raises(PackError) as raised:
+        load(invalid, "default", "linux-64")
+    assert raised.value.message == f"cannot read {invalid}: missing field `metadata`"
+    assert raised.value.hint == "regenerate it with `conda-lock`"
+
+
 def test_missing_manifest_and_lock(tmp_path: Path) -> None:
     with pytest.raises(PackError, match="does not exist"):
         load(tmp_path / "nope" / "pixi.toml", "default", None)

@@ -150,6 +150,7 @@ def test_pack_contents(
         "pixi-pack-version": __version__,
         "platform": "linux-64",
         "conda-pixi-pack": {
+            "version": __version__,
             "origins": {
                 "linux-64/alpha-1.0-h0_0.conda": {
                     "url": f"{url}/linux-64/alpha-1.0-h0_0.conda",
@@ -163,7 +164,7 @@ def test_pack_contents(
                     "url": f"{url}/noarch/noarch-data-0.5-0.conda",
                     "channel": f"{url}/",
                 },
-            }
+            },
         },
     }
     assert (root / "environment.yml").read_text() == textwrap.dedent(
@@ -486,7 +487,7 @@ def test_ctrl_c_mid_download_leaves_nothing(
         _, stderr = process.communicate(timeout=30)
     finally:
         process.kill()
-    assert process.returncode == 130, stderr.decode()
+    assert process.returncode == (143 if signum == signal.SIGTERM else 130), stderr.decode()
     assert b"interrupted" in stderr
     assert list(out_dir.iterdir()) == []
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from conda_pixi_pack import __version__
 from conda_pixi_pack import unpack as unpack_module
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.extract import extract_tar
@@ -90,8 +91,8 @@ def test_unpacks_a_pixi_pack_pack(tmp_path: Path, basic_pack: Path) -> None:
         ]
     )
     assert result.pack_tool_version == "0.7.10"
-    # A pixi-pack pack is from another tool version: a warning, not an error.
-    assert any("0.7.10" in w for w in reporter.warnings)
+    # A pixi-pack pack is from another tool: a warning, not an error.
+    assert any("written by pixi-pack (version 0.7.10)" in w for w in reporter.warnings), reporter.warnings
     # Only the environment and its activation script: no temporary folder left.
     assert leftovers(out) == ["activate.sh", "env"]
     assert leftovers(tmp_path) == ["environment.tar", "out", "pack-src"]
@@ -281,6 +282,34 @@ def test_force_never_replaces_a_folder_that_is_not_an_environment(tmp_path: Path
     with pytest.raises(PackError, match="is not a conda environment"):
         unpack(rattler_options(basic_pack, tmp_path, prefix=home, force=True))
     assert (home / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize(
+    ("extension", "warning"),
+    [
+        ({"version": __version__}, None),
+        ({"version": "0.0.1"}, f"written by conda-pixi-pack 0.0.1, this is {__version__}"),
+    ],
+    ids=["same-version", "other-version"],
+)
+def test_version_warning_names_the_tool(
+    tmp_path: Path, packages: Callable[..., list[Path]], extension: dict[str, str], warning: str | None
+) -> None:
+    metadata = {
+        "version": "1",
+        "pixi-pack-version": extension["version"],
+        "platform": unpack_module.current_platform(),
+        "conda-pixi-pack": extension,
+    }
+    reporter = Recorder()
+    unpack(
+        rattler_options(make_pack(tmp_path, packages("alpha"), metadata=metadata), tmp_path / "out"), reporter
+    )
+    found = [w for w in reporter.warnings if "written by" in w]
+    if warning is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and warning in found[0], found
 
 
 def test_a_cache_tag_installed_by_a_package_stays(tmp_path: Path) -> None:

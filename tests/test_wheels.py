@@ -135,6 +135,54 @@ def test_broken_wheel_is_named(
     assert not (site_packages(python_env) / "fixture_wheel").exists()
 
 
+def _hex_record(source: Path, target: Path, *, change: bytes | None = None) -> Path:
+    """``source`` with RECORD digests in hex, as uv_build < 0.8.13 wrote them (astral-sh/uv#15398).
+
+    ``change`` replaces the package's ``__init__.py`` after RECORD was written (a tampered file).
+    """
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for item in original.infolist():
+            data = original.read(item)
+            if item.filename.endswith(".dist-info/RECORD"):
+                rows = [row.split(",") for row in data.decode().splitlines()]
+                for row in rows:
+                    if row[1]:
+                        raw = base64.urlsafe_b64decode(row[1].removeprefix("sha256=") + "=")
+                        row[1] = f"sha256={raw.hex()}"
+                data = "".join(",".join(row) + "\n" for row in rows).encode()
+            elif change is not None and item.filename.endswith("__init__.py"):
+                data = change
+            copy.writestr(item, data)
+    return target
+
+
+def test_wheel_with_hex_record_digests_installs(python_env: Path, tmp_path: Path) -> None:
+    """pip, uv and pixi-unpack install such wheels (real ones on PyPI: bidict 0.24.0, vrplib 2.0.0)."""
+    built = build_wheel(tmp_path / "w", "hexdist", "1.0", {"hexdist/__init__.py": "VALUE = 7\n"})
+    wheel = _hex_record(built, tmp_path / built.name)
+    assert ",sha256=" + hashlib.sha256(b"VALUE = 7\n").hexdigest() + "," in (
+        zipfile.ZipFile(wheel).read("hexdist-1.0.dist-info/RECORD").decode()
+    )
+
+    assert check_wheel(wheel) == "hexdist"
+    assert install_wheels(python_env, [wheel], reporter=Reporter()) == ["hexdist"]
+    assert env_python(python_env, "import hexdist; print(hexdist.VALUE)").stdout == "7\n"
+
+
+def test_wheel_with_a_wrong_hex_record_digest_is_refused(python_env: Path, tmp_path: Path) -> None:
+    built = build_wheel(tmp_path / "w", "hexdist", "1.0", {"hexdist/__init__.py": "VALUE = 7\n"})
+    wheel = _hex_record(built, tmp_path / built.name, change=b"VALUE = 8\n")  # same size, other bytes
+    message = (
+        r"broken wheel hexdist-1\.0-py3-none-any\.whl: "
+        r"hash / size of hexdist/__init__\.py didn't match RECORD"
+    )
+    with pytest.raises(PackError, match=message):
+        check_wheel(wheel)
+    with pytest.raises(PackError, match=message):
+        install_wheels(python_env, [wheel], reporter=Reporter())
+    assert not (site_packages(python_env) / "hexdist").exists()
+
+
 def test_wheel_of_a_distribution_the_environment_has(python_env: Path, tmp_path: Path) -> None:
     """The same distribution from conda and PyPI is refused instead of silently mixed."""
     original = build_wheel(tmp_path / "a", "dup-dist", "1.0", {"dup/__init__.py": "X = 1\n"})

@@ -36,14 +36,40 @@ DESCRIPTION: Final = (
 CONDA_ONLY_OPTIONS: Final = frozenset({"--console", "--debug", "--trace"})
 #: Group title shared with conda's ``add_parser_json`` so ``--help`` reads the same in both worlds.
 OUTPUT_GROUP: Final = "Output, Prompt, and Flow Control Options"
-#: Exit code of a shell after Ctrl-C.
+#: Exit code of a shell after Ctrl-C (128 + SIGINT).
 INTERRUPTED_EXIT: Final = 130
+#: Exit code of a process ended by SIGTERM (128 + SIGTERM), what CI runners and shells expect.
+TERMINATED_EXIT: Final = 143
 
 
 class UsageError(PackError):
     """Flags that parse but contradict each other; exit 2 like argparse's own usage errors."""
 
     exit_code = 2
+
+
+class _BadFlags(Exception):
+    """An error argparse found (unknown flag, invalid choice), held back until :func:`main`
+    knows whether to print argparse's usage text or, with ``--json``, the JSON error object."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """The standalone parser (its subcommands are of the same class): usage errors are raised."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _BadFlags(self, message)
+
+
+@dataclass
+class Signals:
+    """What :func:`terminate_as_interrupt` saw: SIGTERM changes the exit code, not the cleanup."""
+
+    terminated: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,7 +173,7 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The standalone parser (the console script and ``python -m``)."""
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    parser = _Parser(prog=prog, description=DESCRIPTION)
     # a bare command has no output flags; these defaults only exist standalone, since under conda
     # they would hide conda's own ``--json``/``-v`` given before the subcommand
     parser.set_defaults(json=False, verbosity=0, quiet=False)
@@ -156,22 +182,26 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 @contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt(signals: Signals | None = None) -> Iterator[Signals]:
     """Treat SIGTERM (a CI cancel, ``kill``) like Ctrl-C, so the same cleanup runs.
 
     Python's default for SIGTERM ends the process at once, leaving temporary folders and partial
-    files behind; as a KeyboardInterrupt it unwinds through every ``finally`` and rollback.
+    files behind; as a KeyboardInterrupt it unwinds through every ``finally`` and rollback. The
+    core turns that into :class:`~conda_pixi_pack.errors.UserCancelled`, so ``signals`` (yielded)
+    remembers that it was SIGTERM, for the exit code.
     """
+    signals = signals if signals is not None else Signals()
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
-        yield
+        yield signals
         return
 
     def interrupt(signum: int, frame: object) -> None:
+        signals.terminated = True
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        yield
+        yield signals
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -179,22 +209,36 @@ def terminate_as_interrupt() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Run the standalone CLI; returns the exit code (``sys.exit(main())``).
 
-    Bad flags exit 2 through argparse. A :class:`PackError` is one line on stderr (or a JSON
-    error object on stdout with ``--json``) and its exit code; anything else is a bug: one line,
-    exit 1, and the traceback with ``-v``.
+    Bad flags exit 2 with argparse's usage text (the JSON error object with ``--json``). A
+    :class:`PackError` is one line on stderr (or a JSON error object on stdout with ``--json``) and
+    its exit code; anything else is a bug: one line, exit 1, and the traceback with ``-v``. Ctrl-C
+    exits 130, SIGTERM 143, both after the same cleanup.
     """
-    args = build_parser(prog).parse_args(argv)
-    output = Output.from_args(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        with terminate_as_interrupt():
+        args = build_parser(prog).parse_args(argv)
+    except _BadFlags as exc:
+        if "--json" not in argv:
+            argparse.ArgumentParser.error(exc.parser, exc.message)  # argparse's own text; exits 2
+        error = UsageError(exc.message, f"see `{exc.parser.prog} --help`")
+        return report_error(error, Output(json=True), error.exit_code, str(error))
+    output = Output.from_args(args)
+    signals = Signals()
+    try:
+        with terminate_as_interrupt(signals):
             return args.func(args, output)
     except PackError as exc:
-        return report_error(exc, output, exc.exit_code, str(exc))
+        return report_error(exc, output, _exit_code(exc.exit_code, signals), str(exc))
     except KeyboardInterrupt as exc:
-        return report_error(exc, output, INTERRUPTED_EXIT, "interrupted")
+        return report_error(exc, output, _exit_code(INTERRUPTED_EXIT, signals), "interrupted")
     except Exception as exc:
         line = f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback; please report it)"
-        return report_error(exc, output, 1, line)
+        return report_error(exc, output, _exit_code(1, signals), line)
+
+
+def _exit_code(code: int, signals: Signals) -> int:
+    """``code``, unless SIGTERM ended the run: then 143, whatever error the interruption became."""
+    return TERMINATED_EXIT if signals.terminated else code
 
 
 def run(prog: str = PROG) -> NoReturn:

@@ -38,8 +38,12 @@ def execute(args: Namespace) -> int:
     from conda.base.context import context
 
     output = cli.Output(json=bool(context.json), verbosity=context.verbosity, quiet=bool(context.quiet))
+    signals = cli.Signals()
     try:
-        with cli.terminate_as_interrupt():
+        with cli.terminate_as_interrupt(signals):
             return args.func(args, output)
     except PackError as exc:
-        raise PixiPackError(exc) from exc
+        error = PixiPackError(exc)
+        if signals.terminated:  # SIGTERM, not Ctrl-C: the usual 128 + 15
+            error.return_code = cli.TERMINATED_EXIT
+        raise error from exc

@@ -7,6 +7,7 @@ is imported inside the functions because conda builds this parser on every conda
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -58,7 +59,8 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
         type=_path,
         action=_ManifestAction,
         metavar="MANIFEST",
-        help="pixi.toml, pyproject.toml or the project directory; pixi.lock beside it is packed "
+        help="pixi.toml, pyproject.toml or the project directory, whose pixi.lock is packed; or the "
+        "lock file itself: a pixi.lock or a conda-lock file (*.lock, *.yml, *.yaml) "
         "(default: the current directory).",
     )
     parser.add_argument(
@@ -130,6 +132,16 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
     add_output_options(parser, conda=conda, prompt=False)
 
 
+def _is_our_stdout(output: str | None) -> bool:
+    """``-o /dev/stdout`` (or any other name of the same pipe or file) is stdout too."""
+    if output is None:
+        return False
+    try:
+        return os.path.samestat(os.stat(output), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):
+        return False
+
+
 def options_from_args(args: argparse.Namespace) -> PackOptions:
     """The one place flags become :class:`PackOptions` (tested flag by flag)."""
     from conda_pixi_pack.pack import PackOptions
@@ -140,9 +152,10 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
             "--directory-only writes a folder and cannot write to stdout (-o -)",
             "give a folder name with -o, or drop --directory-only",
         )
-    if to_stdout and args.json:
+    if args.json and (to_stdout or _is_our_stdout(args.output)):
         raise UsageError(
-            "--json and -o - would both write to stdout", "write the pack to a file with -o FILE"
+            f"--json and -o {args.output} would both write to stdout",
+            "write the pack to a file with -o FILE",
         )
     if args.output is None or to_stdout:
         output = Path(DEFAULT_DIRECTORY if args.directory_only else DEFAULT_ARCHIVE)
@@ -152,6 +165,8 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
         environment=args.environment,
         platform=args.platform,
         output=output,
+        # as typed: a trailing "/" names a folder, which Path() would forget
+        output_text=None if to_stdout or args.output is None else str(args.output),
         to_stdout=to_stdout,
         directory_only=args.directory_only,
         cache_dir=args.cache_dir,

@@ -51,7 +51,6 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
     parser.add_argument(
         "-o",
         "--output-directory",
-        type=_path,
         metavar="DIR",
         help="Where the environment (DIR/ENV_NAME) and activate.<ext> go (default: the current directory).",
     )
@@ -81,7 +80,8 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
         "--pkgs-dir",
         type=_path,
         metavar="DIR",
-        help="Package cache to extract into (default: conda's first writable pkgs_dirs).",
+        help="Package cache to extract into (default: conda's first writable pkgs_dirs with "
+        "--installer conda; a temporary cache, removed at the end, with --installer rattler).",
     )
     add_output_options(parser, conda=conda, prompt=True)
 
@@ -103,6 +103,12 @@ def options_from_args(args: argparse.Namespace) -> UnpackOptions:
             "-e/--env-name names a folder inside -o and cannot be combined with -n/--name or -p/--prefix",
             "use either -o DIR -e NAME, or -n NAME, or -p PATH",
         )
+    if args.output_directory == STDIN:
+        # for pack, -o - is stdout; here it would make a folder literally named "-"
+        raise UsageError(
+            "-o/--output-directory cannot be '-': unpack writes an environment, not a stream",
+            "give a folder, such as -o .",
+        )
     from_stdin = args.pack == STDIN
     options = UnpackOptions(
         source=Path(DEFAULT_PACK) if args.pack is None or from_stdin else _path(args.pack),
@@ -117,7 +123,7 @@ def options_from_args(args: argparse.Namespace) -> UnpackOptions:
         dry_run=bool(args.dry_run),
     )
     if args.output_directory is not None:
-        options.output_directory = args.output_directory
+        options.output_directory = _path(args.output_directory)
     return options
 
 

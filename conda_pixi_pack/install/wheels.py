@@ -8,6 +8,8 @@ environment's interpreter too (see :func:`_compile`).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import platform
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
+from installer.records import RecordEntry
 from installer.sources import WheelFile
 
 from conda_pixi_pack.errors import PackError
@@ -28,7 +31,6 @@ from conda_pixi_pack.errors import PackError
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from installer.records import RecordEntry
     from installer.scripts import LauncherKind
     from installer.utils import Scheme
 
@@ -60,7 +62,8 @@ def check_wheel(wheel: Path) -> str:
     """
     try:
         with WheelFile.open(wheel) as source:
-            source.validate_record()
+            source.validate_record(validate_contents=False)  # names listed, RECORD well-formed
+            _check_contents(source)
             name = _distribution_name(source.read_dist_info("METADATA")) or source.distribution
     except (zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
         # installer raises ValueError subclasses for a malformed or tampered wheel
@@ -70,6 +73,28 @@ def check_wheel(wheel: Path) -> str:
             f"broken wheel {wheel.name}: its project name {name!r} is not valid", "re-create the pack"
         )
     return name
+
+
+def _check_contents(source: WheelFile) -> None:
+    """Check every file's size and digest against RECORD, accepting hex digests too.
+
+    installer's ``validate_record()`` only compares urlsafe base64 digests (the standard), but
+    uv_build before 0.8.13 wrote hex ones (astral-sh/uv#15398, e.g. bidict 0.24.0 on PyPI), which
+    pip, uv and pixi-unpack install: such a wheel is not broken, a digest matching neither form is.
+    """
+    for elements, stream, _ in source.get_contents():
+        record = RecordEntry.from_elements(*elements)
+        if record.hash_ is None:  # RECORD itself and signatures: validate_record() checked them
+            continue
+        hasher = hashlib.new(record.hash_.name)
+        size = 0
+        while chunk := stream.read(1 << 20):
+            hasher.update(chunk)
+            size += len(chunk)
+        digest = hasher.digest()
+        urlsafe = base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+        if size != record.size or record.hash_.value not in (urlsafe, digest.hex(), digest.hex().upper()):
+            raise ValueError(f"hash / size of {record.path} didn't match RECORD")
 
 
 def install_wheels(
