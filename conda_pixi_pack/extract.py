@@ -168,6 +168,10 @@ def _extract_seekable(
                 _copy_range(fd, out.fileno(), member.offset_data, member.size)
         _finish(member, path, on_file)
         task.advance(member.size)
+    # tarfile's iteration also ends quietly at a cut between members or at a garbled header;
+    # only the end-of-archive block (zeros) says the whole pack was read.
+    if os.pread(fd, tarfile.BLOCKSIZE, tar.offset) != bytes(tarfile.BLOCKSIZE):
+        raise tarfile.ReadError("it ends without tar's end-of-archive marker (cut short or garbled)")
 
 
 def _extract_stream(

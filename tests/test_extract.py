@@ -243,3 +243,21 @@ def test_member_cut_short_on_the_file_path(tmp_path: Path) -> None:
     target.mkdir()
     with pytest.raises(PackError, match="is damaged: unexpected end of data"):
         extract_tar(archive, target, Reporter())
+
+
+@pytest.mark.parametrize("where", ["after-first-member", "garbled-header"])
+def test_a_pack_cut_between_members_is_damaged(tmp_path: Path, where: str) -> None:
+    """tarfile stops quietly at a header boundary; the pack must not look complete but small."""
+    archive = raw_tar(
+        tmp_path / "p.tar", [_file("pixi-pack.json", b"{}"), _file("channel/x.conda", b"x" * 5000)]
+    )
+    data = archive.read_bytes()
+    second = 1024  # the first member: one header block and one data block
+    if where == "after-first-member":
+        archive.write_bytes(data[:second])
+    else:
+        archive.write_bytes(data[:second] + b"garbage!" * 64 + data[second + 512 :])
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(PackError, match="is damaged: it ends without tar's end-of-archive marker"):
+        extract_tar(archive, target, Reporter())
