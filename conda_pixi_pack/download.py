@@ -163,7 +163,7 @@ def fetch_all(
     cache = Cache(cache_dir) if cache_dir is not None else None
     fetcher = _Fetcher(config, Path(destination), network, cache, reporter)
     sizes = [a.size for a in unique]
-    task = reporter.task("Downloading", sum(s for s in sizes if s) if all(sizes) else None, unit="B")
+    task = reporter.task("Fetching packages", sum(s for s in sizes if s) if all(sizes) else None, unit="B")
     fetcher.task = task
     try:
         paths = {}
@@ -503,7 +503,9 @@ class _Fetcher:
         if status is not None:
             code, url = int(status.group(1)), public_url(status.group(2))
             if code in (401, 403):
-                return PackError(f"access denied (HTTP {code}) to {url} for {artifact.label}", AUTH_HINT)
+                return PackError(
+                    f"access denied (HTTP {code}) to {url} for {artifact.label}", self._auth_hint(url)
+                )
             if code in (404, 410):
                 return PackError(
                     f"{artifact.label} not found (HTTP {code}): {url}",
@@ -520,7 +522,20 @@ class _Fetcher:
             )
         # Anything else failed while the body was streaming (cut connection, reset): try again.
         url = public_url(artifact.url)
-        return _Retry(PackError(f"download of {artifact.label} from {url} failed: {message}"))
+        return _Retry(
+            PackError(
+                f"download of {artifact.label} from {url} failed: {message}",
+                "the connection broke off repeatedly; check the network or proxy and try again",
+            )
+        )
+
+    def _auth_hint(self, url: str) -> str:
+        """Where to give credentials, or, when a credentials file was given, to check it."""
+        given = self.network.auth_file or os.environ.get(AUTH_FILE_ENV)
+        if not given:
+            return AUTH_HINT
+        host = urlsplit(url).hostname or url
+        return f"check the credentials for {host} in {given} (they were sent and refused)"
 
     def _effective_url(self, url: str) -> str:
         """The URL rattler really asked, after ``[mirrors]`` (for messages only)."""

@@ -7,6 +7,22 @@ else is a bug: one line too, and the traceback with ``-v``.
 
 from __future__ import annotations
 
+import re
+
+#: What rattler and conda put before the lines of a cause or a list item.
+_LINE_PREFIX = re.compile(r"^(?:Caused by:\s*|\d+:\s+|[-*]\s+)+")
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line: rattler's and conda's messages add causes and lists on lines of
+    their own ("Caused by: ...", "  - /path"), often repeating the first line."""
+    parts: list[str] = []
+    for line in text.splitlines():
+        line = _LINE_PREFIX.sub("", line.strip())
+        if line and not any(line in part for part in parts):  # a cause often repeats the message
+            parts.append(line)
+    return "; ".join(parts)
+
 
 class PackError(Exception):
     """A failure the user can act on: ``message`` says what is wrong, ``hint`` what to do."""
@@ -14,6 +30,7 @@ class PackError(Exception):
     exit_code: int = 1
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        message = one_line(message)  # whatever a library put in it: errors are one line
         super().__init__(message)
         self.message = message
         self.hint = hint

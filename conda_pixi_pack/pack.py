@@ -271,7 +271,7 @@ def _fill(
     """Put every file of the pack into ``root``."""
     channel = root / layout.CHANNEL_DIR
     artifacts = [c.artifact for c in conda] + [w.artifact for w in wheels]
-    reporter.info(f"Downloading {plural(len(conda), 'conda package')} and {plural(len(wheels), 'wheel')}")
+    reporter.info(f"Fetching {plural(len(conda), 'conda package')} and {plural(len(wheels), 'wheel')}")
     fetch_root = root / FETCH_DIR
     fetched = download.fetch_all(
         artifacts,

@@ -69,6 +69,13 @@ def check_prefix(prefix: Path, *, force: bool) -> bool:
         raise PackError(f"the target {prefix} exists and is not a folder", "choose another target")
     if not prefix.is_dir() or not any(prefix.iterdir()):
         return False
+    for running in _running_prefixes():  # first: --force would not help, so do not suggest it
+        if prefix.resolve() == running or prefix.resolve() in running.parents:
+            # conda refuses this too: the tool (or the shell's active env) would be replaced under it
+            raise PackError(
+                f"the target {prefix} is the environment this command runs in (or conda's base)",
+                "choose another target",
+            )
     if not force:
         raise PackError(
             f"the target {prefix} already exists and is not empty",
@@ -80,13 +87,6 @@ def check_prefix(prefix: Path, *, force: bool) -> bool:
             f"the target {prefix} is not empty and is not a conda environment; not replacing it",
             "remove it yourself or choose another target",
         )
-    for running in _running_prefixes():
-        if prefix.resolve() == running or prefix.resolve() in running.parents:
-            # conda refuses this too: the tool (or the shell's active env) would be replaced under it
-            raise PackError(
-                f"the target {prefix} is the environment this command runs in (or conda's base)",
-                "choose another target",
-            )
     return True
 
 
@@ -112,6 +112,8 @@ def make_dirs(path: Path) -> list[Path]:
         if current.parent == current:
             break
         current = current.parent
+    if current.exists() and not current.is_dir():
+        raise PackError(f"cannot create {path}: {current} is a file, not a folder", "choose another folder")
     try:
         for folder in reversed(missing):
             folder.mkdir()

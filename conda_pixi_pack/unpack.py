@@ -225,6 +225,8 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
     platform = current_platform()
     shell = resolve_shell(options.shell, platform)
     installer = choose_installer(options.installer)
+    if options.pkgs_dir is not None:
+        _check_pkgs_dir(options.pkgs_dir)
     prefix = resolve_prefix(
         output_directory=options.output_directory,
         env_name=options.env_name,
@@ -310,6 +312,19 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
             raise
         # Backend errors (e.g. conda's) are failures of this unpack too: one message, traceback chained.
         raise PackError(f"unpacking failed: {exc}") from exc
+
+
+def _check_pkgs_dir(pkgs_dir: Path) -> None:
+    """Refuse an unusable ``--pkgs-dir`` before anything is done (conda and rattler would fail
+    half-way, with messages about their own configuration)."""
+    if pkgs_dir.exists() and not pkgs_dir.is_dir():
+        raise PackError(
+            f"--pkgs-dir {pkgs_dir} is not a folder",
+            "give a folder for the package cache (created if missing)",
+        )
+    existing = next((p for p in (pkgs_dir, *pkgs_dir.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise PackError(f"--pkgs-dir {pkgs_dir} is not writable", "give a folder you can write to")
 
 
 def _aside_dir(undo: _Undo, prefix: Path) -> Path:

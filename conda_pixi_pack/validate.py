@@ -189,7 +189,11 @@ def _verify(package: PackedPackage, task: Task, digests: PackageDigests | None) 
                 task.advance(len(chunk))
         hexdigest = digest.hexdigest()
     if hexdigest != str(record[algorithm]).lower():
-        raise PackError(f"broken pack: {label} does not match its {algorithm} in repodata.json", DAMAGED_HINT)
+        raise PackError(
+            f"broken pack: {label} does not match its {algorithm} in repodata.json",
+            # pixi-pack --use-cache takes cache hits unverified: rebuilding from it repeats this.
+            f"{DAMAGED_HINT} (if pixi-pack wrote it with --use-cache, clear that cache first)",
+        )
 
 
 def _collect_packages(root: Path, metadata: PackMetadata) -> list[PackedPackage]:

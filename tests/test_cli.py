@@ -745,3 +745,29 @@ def test_no_terminal_plain_lines(project: Path, tmp_path: Path) -> None:
     assert "━" not in stderr
     assert "\x1b[" not in stderr
     assert re.search(r"^.+: done \(.+ in \d+\.\ds\)$", stderr, re.MULTILINE), stderr
+
+
+ZIP_CAUSE: Final = "Caused by: invalid Zip archive: Could not find EOCD"
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        (
+            "cannot inject x.conda: invalid Zip archive: Could not find EOCD\n" + ZIP_CAUSE,
+            "cannot inject x.conda: invalid Zip archive: Could not find EOCD",
+        ),
+        (
+            "unpacking failed: No writeable pkgs directories configured.\n  - /tmp/a.tar",
+            "unpacking failed: No writeable pkgs directories configured.; /tmp/a.tar",
+        ),
+        (
+            "failed to link x\n\nCaused by:\n    0: cannot write y\n    1: Permission denied (os error 13)",
+            "failed to link x; cannot write y; Permission denied (os error 13)",
+        ),
+    ],
+    ids=["repeated-cause", "conda-list", "numbered-causes"],
+)
+def test_library_messages_become_one_line(message: str, shown: str) -> None:
+    """rattler and conda spread causes over several lines; our errors are one line, causes kept."""
+    assert PackError(message).message == shown

@@ -58,7 +58,7 @@ class Recorder(Reporter):
         self.messages: list[str] = []
 
     def task(self, description: str, total: float | None, unit: str = "pkg") -> Task:
-        assert (description, unit) == ("Downloading", "B")
+        assert (description, unit) == ("Fetching packages", "B")
         self.tasks.append(ByteTask(total))
         return self.tasks[-1]
 
@@ -297,8 +297,13 @@ def test_404_names_the_url(channel_server: ChannelServer, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("fault", ["auth", "forbid"], ids=["401", "403"])
 def test_401_403_point_to_auth_file(
-    sample_channel: Channel, make_server: Callable[[Path], ChannelServer], tmp_path: Path, fault: str
+    sample_channel: Channel,
+    make_server: Callable[[Path], ChannelServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
 ) -> None:
+    monkeypatch.delenv(AUTH_FILE_ENV, raising=False)
     server = make_server(sample_channel.root)
     rel = sample_channel.relpath("alpha")
     if fault == "auth":
@@ -362,8 +367,13 @@ def test_auth_flag_wins_over_env_var(
     monkeypatch.setenv(AUTH_FILE_ENV, str(write_auth_file(tmp_path / "wrong.json", "user", "wrong")))
     good = NetworkSettings(auth_file=write_auth_file(tmp_path / "right.json", "user", "right"))
     assert fetch_all([artifact_for(data, server.url_for(rel))], tmp_path / "a", network=good)
-    with pytest.raises(PackError, match="HTTP 401"):
+    with pytest.raises(PackError, match="HTTP 401") as refused:
         fetch_all([artifact_for(data, server.url_for(rel))], tmp_path / "b", network=NetworkSettings())
+    # credentials were given and refused: the hint says which file to check, not to give some
+    assert (
+        refused.value.hint
+        == f"check the credentials for 127.0.0.1 in {tmp_path / 'wrong.json'} (they were sent and refused)"
+    )
 
 
 def test_bad_auth_and_config_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -474,6 +474,20 @@ def test_wheels_need_python(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("installer", ["rattler", "conda"])
+def test_a_pkgs_dir_that_is_a_file_is_refused_first(tmp_path: Path, basic_pack: Path, installer: str) -> None:
+    """Checked before anything is done: conda and rattler would fail half-way, in several lines."""
+    not_a_folder = tmp_path / "pkgs"
+    not_a_folder.write_text("a file")
+    options = rattler_options(basic_pack, tmp_path / "out", pkgs_dir=not_a_folder)
+    options.installer = installer  # type: ignore[assignment]
+    if installer == "conda" and not unpack_module.conda_importable():
+        pytest.skip("conda is not importable")
+    with pytest.raises(PackError, match=r"--pkgs-dir .*pkgs is not a folder"):
+        unpack(options)
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_source(tmp_path: Path) -> None:
     with pytest.raises(PackError, match="nowhere.tar does not exist"):
         unpack(rattler_options(tmp_path / "nowhere.tar", tmp_path / "out"))

@@ -59,20 +59,30 @@ def test_output_folder_inside_a_new_prefix_leaves_nothing(
     assert not prefix.exists()
 
 
+@pytest.mark.parametrize("force", [True, False], ids=["with-force", "without-force"])
 def test_force_never_replaces_the_environment_it_runs_in(
-    tmp_path: Path, small_pack: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, small_pack: Path, monkeypatch: pytest.MonkeyPatch, force: bool
 ) -> None:
     active = tmp_path / "active"
     (active / "conda-meta").mkdir(parents=True)
     (active / "conda-meta" / "history").write_text("")
     monkeypatch.setenv("CONDA_PREFIX", str(active))
-    with pytest.raises(PackError, match="is the environment this command runs in"):
+    with pytest.raises(PackError, match="is the environment this command runs in") as refused:
         unpack(
             UnpackOptions(
-                source=small_pack, prefix=active, output_directory=tmp_path, force=True, installer="rattler"
+                source=small_pack, prefix=active, output_directory=tmp_path, force=force, installer="rattler"
             )
         )
+    assert "--force" not in (refused.value.hint or "")  # it would not help
     assert (active / "conda-meta" / "history").is_file()
+
+
+def test_an_output_folder_below_a_file_is_named(tmp_path: Path, small_pack: Path) -> None:
+    a_file = tmp_path / "a.tar"
+    a_file.write_text("not a folder")
+    with pytest.raises(PackError, match=r"a\.tar is a file, not a folder"):
+        unpack(UnpackOptions(source=small_pack, output_directory=a_file, installer="rattler"))
+    assert a_file.read_text() == "not a folder"
 
 
 @pytest.mark.conda
