@@ -40,6 +40,32 @@ def resolve_shell(shell: str | None, platform: str) -> str:
     return shell
 
 
+#: Characters rattler's scripts put inside double quotes unescaped (py-rattler 0.28): in a prefix
+#: they would be expanded or run when the script is sourced (``$HOME``, a backquoted command).
+UNQUOTABLE: Final[dict[str, str]] = {
+    "bash": '$`"\\',
+    "zsh": '$`"\\',
+    "fish": '$`"\\',
+    "xonsh": '$`"\\',
+    "powershell": '$`"',
+    "cmd": '"%^&|<>',
+}
+
+
+def check_quotable(prefix: Path, shell: str) -> None:
+    """Refuse, before anything is made, a prefix the activation script would not quote safely."""
+    unsafe = (
+        UNQUOTABLE[shell].replace("\\", "") if os.sep == "\\" else UNQUOTABLE[shell]
+    )  # Windows' separator
+    found = sorted({c for c in str(prefix) if c in unsafe})
+    if found:
+        raise PackError(
+            f"the environment path {prefix} contains {' '.join(found)}, which the {shell} activation "
+            "script cannot quote (sourcing it would expand or run them)",
+            "choose a folder whose path has none of " + " ".join(unsafe),
+        )
+
+
 def script_path(output_directory: Path, shell: str) -> Path:
     """Where the script for ``shell`` goes: ``<output_directory>/activate.<ext>``, as pixi-unpack."""
     return output_directory / f"activate.{SHELLS[shell][1]}"

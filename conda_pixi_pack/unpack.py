@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from conda_pixi_pack.activation import resolve_shell, write_activation_script
+from conda_pixi_pack.activation import check_quotable, resolve_shell, script_path, write_activation_script
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.extract import extract_tar
 from conda_pixi_pack.layout import CHANNEL_DIR, conda_spec
@@ -233,6 +233,7 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
         name=options.name,
         prefix=options.prefix,
     )
+    check_quotable(prefix, shell)
     output_directory = Path(os.path.abspath(options.output_directory))
     replace = check_prefix(prefix, force=options.force)
     # Decided now, before any folder is made (-o may lie inside the new prefix): an empty folder
@@ -290,7 +291,10 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
             on_linked=(lambda: undo.remove_in_background(extracted)) if extracted is not None else None,
         )
         # written atomically: until the rename, an activate script already there stays as it was
+        had_script = script_path(output_directory, shell).exists()
         result.activation_script = write_activation_script(prefix, shell, platform, output_directory)
+        if had_script and not replace:  # most likely another environment's (pixi-unpack is silent)
+            reporter.warn(f"replaced the existing {result.activation_script}; it now activates {prefix}")
         undo.script = result.activation_script
         if undo.swap is not None:
             undo.swap.commit(reporter)

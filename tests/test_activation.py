@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
-from conda_pixi_pack.activation import SHELLS, resolve_shell, write_activation_script
+from conda_pixi_pack.activation import SHELLS, check_quotable, resolve_shell, write_activation_script
 from conda_pixi_pack.errors import PackError
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 @pytest.fixture
@@ -90,3 +87,23 @@ def test_sourced_in_bash(tmp_path: Path, prefix: Path) -> None:
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert out.stdout.splitlines() == ["yes", f"hello from {prefix}"]
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_a_prefix_the_script_cannot_quote_is_refused(shell: str) -> None:
+    """rattler puts the prefix in double quotes unescaped: ``$HOME`` or a backquoted command in
+    the path would be expanded or run by whoever sources the script."""
+    unsafe = {"cmd": "/tmp/100%/env"}.get(shell, "/tmp/d$HOME`x`/env")
+    with pytest.raises(PackError, match="cannot quote") as refused:
+        check_quotable(Path(unsafe), shell)
+    assert "choose a folder" in (refused.value.hint or "")
+    check_quotable(Path("/tmp/with space/ünï-code/env"), shell)  # what it does quote is fine
+
+
+def test_unpack_refuses_such_a_prefix_before_anything_is_made(tmp_path: Path) -> None:
+    from conda_pixi_pack.unpack import UnpackOptions, unpack
+
+    out = tmp_path / "d$HOME"
+    with pytest.raises(PackError, match=r"contains \$, which the bash activation script cannot quote"):
+        unpack(UnpackOptions(source=tmp_path / "environment.tar", output_directory=out, installer="rattler"))
+    assert list(tmp_path.iterdir()) == []

@@ -716,3 +716,18 @@ def test_conda_backend_through_unpack(
     assert "failing" in done.stdout
     assert leftovers(bad_out) == []
     assert not any(line.startswith(str(bad_out)) for line in environments.read_text().splitlines())
+
+
+def test_replacing_another_environments_script_is_said(
+    tmp_path: Path, packages: Callable[..., list[Path]]
+) -> None:
+    """Two environments unpacked into one output folder: the second activate.sh replaces the first."""
+    pack = make_pack(tmp_path, packages("alpha"))
+    out = tmp_path / "out"
+    first = Recorder()
+    unpack(rattler_options(pack, out, env_name="one"), first)
+    assert not any("activate.sh" in w for w in first.warnings)
+    second = Recorder()
+    result = unpack(rattler_options(pack, out, env_name="two"), second)
+    assert any(f"replaced the existing {out / 'activate.sh'}" in w for w in second.warnings), second.warnings
+    assert str(result.prefix) in (out / "activate.sh").read_text()
