@@ -13,7 +13,6 @@ down. Targets (issue 3): each within 1.1x of its engine alone, peak memory under
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -30,6 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 MB: Final[int] = 1_000_000
+#: The bare rattler.install, a script of its own (no benchmark imports in the engine's time).
+ENGINE: Final = Path(__file__).resolve().parent / "rattler_engine.py"
 
 
 def _explicit_file(channel: Path, target: Path) -> Path:
@@ -43,14 +44,6 @@ def _explicit_file(channel: Path, target: Path) -> Path:
                 lines.append(f"{url}#sha256:{record['sha256']}")
     target.write_text("\n".join(lines) + "\n")
     return target
-
-
-def rattler_install(channel: Path, prefix: Path, cache: Path) -> None:
-    """The rattler baseline, run in a child process: the channel's records, ``file://`` URLs."""
-    import rattler
-
-    records = synthetic.records(channel.as_uri() + "/", channel)
-    asyncio.run(rattler.install(records, prefix, cache_dir=cache, show_progress=False))  # type: ignore[arg-type]
 
 
 def _conda_python(candidate: str) -> str | None:
@@ -108,11 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         default=sys.executable,
         help="interpreter where conda and conda-pixi-pack import (default: this one)",
     )
-    parser.add_argument("--rattler-install", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.rattler_install:
-        rattler_install(*args.rattler_install)
-        return 0
 
     channel = synthetic.ensure_channel(args.bench_dir)
     work = args.bench_dir / "unpack"
@@ -150,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     engine, ours = _paired_runs(
         args.runs,
         work,
-        lambda run: [sys.executable, __file__, "--rattler-install", channel, run / "env", run / "pkgs"],
+        lambda run: [sys.executable, ENGINE, channel, run / "env", run / "pkgs"],
         lambda run: [sys.executable, "-m", "conda_pixi_pack", "unpack", pack, "-o", run / "out",
                      "--installer", "rattler", "--pkgs-dir", run / "pkgs"],
         env,
