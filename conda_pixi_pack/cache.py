@@ -62,9 +62,14 @@ PARTIAL_SUFFIX: Final = ".part"
 STAMP_SUFFIX: Final = ".verified"
 #: Version of the stamp's JSON; a stamp of another version is ignored (the entry is hashed).
 STAMP_VERSION: Final = 1
-#: A conda subdir name (``noarch``, ``linux-64``, ``osx-arm64``, ``linux-ppc``, ``zos-z``…): a
-#: pattern rather than rattler's list, so that a cache written for a newer platform still counts.
-SUBDIR_RE: Final = re.compile(r"noarch|[a-z]+-(?:z|ppc|[a-z]*[0-9][a-z0-9]*)")
+#: A conda subdir name (``noarch``, ``linux-64``, ``osx-arm64``, ``zos-z``…): the platform
+#: families rattler knows with any architecture, so a cache for a new architecture still counts
+#: while ``photos-2024`` does not (its files are checked too, see ``_cache_like``).
+SUBDIR_RE: Final = re.compile(
+    r"noarch|(?:linux|osx|win|emscripten|wasi|zos|freebsd|ios|iossimulator|android)-[a-z0-9]+"
+)
+#: What a cache folder holds: packages, wheels, their verification stamps and files in progress.
+CACHE_FILE_RE: Final = re.compile(r".*\.(?:conda|tar\.bz2|whl)|\..*(?:\.verified|\.part)")
 
 
 class Hasher:
@@ -237,9 +242,16 @@ def check_folder(root: Path) -> None:
 
 
 def _cache_like(entry: os.DirEntry[str]) -> bool:
-    """A subdir or ``pypi`` folder, or the temp file of a tag another pack is writing right now."""
-    if entry.is_dir():
-        return entry.name == PYPI_DIR or SUBDIR_RE.fullmatch(entry.name) is not None
+    """A subdir or ``pypi`` folder holding only package files, or the temp file of a tag another
+    pack is writing right now. (A name alone is not enough: ``photos-2024`` looks like a subdir.)"""
+    if entry.is_dir(follow_symlinks=False):
+        if entry.name != PYPI_DIR and SUBDIR_RE.fullmatch(entry.name) is None:
+            return False
+        with os.scandir(entry.path) as files:
+            return all(
+                CACHE_FILE_RE.fullmatch(f.name) is not None and f.is_file(follow_symlinks=False)
+                for f in files
+            )
     return entry.name.startswith(f".{CACHEDIR_TAG}.") and entry.name.endswith(PARTIAL_SUFFIX)
 
 

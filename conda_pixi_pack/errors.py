@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import re
 
-#: What rattler and conda put before the lines of a cause or a list item.
+#: What rattler and conda put before a cause or a list item on a line of its own.
 _LINE_PREFIX = re.compile(r"^(?:Caused by:\s*|\d+:\s+|[-*]\s+)+")
 
 
 def one_line(text: str) -> str:
     """``text`` as one line: rattler's and conda's messages add causes and lists on lines of
-    their own ("Caused by: ...", "  - /path"), often repeating the first line."""
-    parts: list[str] = []
-    for line in text.splitlines():
-        line = _LINE_PREFIX.sub("", line.strip())
-        if line and not any(line in part for part in parts):  # a cause often repeats the message
-            parts.append(line)
-    return "; ".join(parts)
+    their own ("Caused by: ...", "  - /path"). The first line is kept as it is; a cause that
+    repeats it, or a line that repeats an earlier one, is dropped."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    result, parts, causes = lines[0], [lines[0]], False
+    for line in lines[1:]:
+        causes = causes or line.startswith("Caused by")
+        item = _LINE_PREFIX.sub("", line)
+        if not item or item in parts or (causes and item in parts[0]):
+            continue
+        parts.append(item)
+        result += (" " if result.endswith(":") else "; ") + item
+    return result
 
 
 class PackError(Exception):

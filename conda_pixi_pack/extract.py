@@ -47,6 +47,8 @@ NO_RANGE_COPY: Final = frozenset(
 )
 #: The first bytes of a zstd frame: pixi-pack 0.1 wrote packs as zstd-compressed tars.
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+#: Why a tar that stopped early is damaged (tarfile itself stops quietly there).
+END_MISSING: Final = "it ends without tar's end-of-archive marker (cut short or garbled)"
 #: Shown with every refusal: a good pack never triggers one.
 UNSAFE_HINT: Final = "the pack is damaged or was not written by `pack`/pixi-pack; do not use it"
 #: Shown when the archive ends inside a member.
@@ -171,7 +173,24 @@ def _extract_seekable(
     # tarfile's iteration also ends quietly at a cut between members or at a garbled header;
     # only the end-of-archive block (zeros) says the whole pack was read.
     if os.pread(fd, tarfile.BLOCKSIZE, tar.offset) != bytes(tarfile.BLOCKSIZE):
-        raise tarfile.ReadError("it ends without tar's end-of-archive marker (cut short or garbled)")
+        raise tarfile.ReadError(END_MISSING)
+
+
+class _EndAwareInfo(tarfile.TarInfo):
+    """Records on its TarFile that the end-of-archive block was read.
+
+    tarfile's iteration also stops, without an error, at a cut between members or at a garbled
+    header; in stream mode nothing can be read again afterwards, so the header reader itself
+    must say whether it met the real end.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.EOFHeaderError:  # type: ignore[attr-defined]
+            tarfile_.end_seen = True  # type: ignore[attr-defined]
+            raise
 
 
 def _extract_stream(
@@ -187,6 +206,8 @@ def _extract_stream(
             shutil.copyfileobj(data, out, CHUNK_SIZE)
         _finish(member, path, on_file)
         task.advance(member.size)
+    if not getattr(tar, "end_seen", False):
+        raise tarfile.ReadError(END_MISSING)
 
 
 def _open_plain_tar(source: Path) -> tuple[tarfile.TarFile, IO[bytes]] | None:
@@ -239,9 +260,9 @@ def extract_tar(
         try:
             if script is not None:  # pixi-pack --create-executable: the tar is inside, in base64
                 embedded = EmbeddedArchive(Prefixed(head[script[0] :], stream), script[1])
-                tar = tarfile.open(fileobj=embedded, mode="r|")
+                tar = tarfile.open(fileobj=embedded, mode="r|", tarinfo=_EndAwareInfo)
             else:  # standard input, a compressed tar, or not a tar at all
-                tar = tarfile.open(fileobj=Prefixed(head, stream), mode="r|*")
+                tar = tarfile.open(fileobj=Prefixed(head, stream), mode="r|*", tarinfo=_EndAwareInfo)
         except (tarfile.TarError, EOFError) as exc:
             _close(opened)
             if script is not None:
@@ -249,7 +270,9 @@ def extract_tar(
             if head.startswith(ZSTD_MAGIC):
                 raise PackError(
                     f"{label} is a zstd-compressed pack (as pixi-pack 0.1 wrote them)",
-                    f"decompress it first, e.g. `zstd -d {label} -o environment.tar`",
+                    f"decompress it first, e.g. `zstd -d {label} -o environment.tar`"
+                    if opened is not None
+                    else "decompress it on the way in, e.g. `zstd -dc PACK | conda-pixi-pack unpack -`",
                 ) from None
             raise PackError(
                 f"{label} is not a pack: it is not a tar archive ({exc})",

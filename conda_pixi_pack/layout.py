@@ -42,6 +42,10 @@ TAR_BZ2_SUFFIX: Final = ".tar.bz2"
 WHEEL_SUFFIX: Final = ".whl"
 
 
+#: ``writer_version`` of a pack that has our key but no version in it.
+EARLIER_WRITER: Final = "an earlier version"
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where a packed conda package was downloaded from."""
@@ -114,12 +118,14 @@ def read_metadata(root: Path) -> PackMetadata:
     writer_version = None
     ext = data.get(EXTENSION_KEY)
     if isinstance(ext, dict):
-        if isinstance(ext.get("version"), str):
-            writer_version = ext["version"]
+        # our key without a usable version: a conda-pixi-pack from before it was recorded
+        version = ext.get("version")
+        writer_version = version if isinstance(version, str) and version else EARLIER_WRITER
         if isinstance(ext.get("origins"), dict):
             for key, value in ext["origins"].items():
                 if isinstance(value, dict) and isinstance(value.get("url"), str):
-                    origins[key] = Origin(value["url"], value.get("channel"))
+                    channel = value.get("channel")
+                    origins[key] = Origin(value["url"], channel if isinstance(channel, str) else None)
     return PackMetadata(FORMAT_VERSION, str(tool_version or "unknown"), platform, origins, writer_version)
 
 

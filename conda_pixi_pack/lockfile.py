@@ -163,7 +163,7 @@ def _read_lock(lock_path: Path) -> LockFile:
     try:
         return LockFile.from_path(lock_path)
     except Exception as exc:  # rattler raises ParseCondaLockError, IoError, ValueError…
-        tool = "pixi lock" if lock_path.suffix == ".lock" else "conda-lock"
+        tool = "pixi lock" if lock_path.suffix.lower() == ".lock" else "conda-lock"
         raise PackError(
             f"cannot read {lock_path}: {first_line(exc)}", f"regenerate it with `{tool}`"
         ) from exc

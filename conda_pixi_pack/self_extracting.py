@@ -26,13 +26,19 @@ MARKERS: Final = {b"@@END_HEADER@@": b"@@END_ARCHIVE@@", b"__END_HEADER__": b"__
 HEADER_LIMIT: Final = 256 * 1024
 #: Base64 characters decoded per step (a multiple of 4).
 ENCODED_CHUNK: Final = 4 * 1024 * 1024
-_HEADER_END = re.compile(rb"^(@@END_HEADER@@|__END_HEADER__)\r?\n", re.MULTILINE)
+#: The marker line; trailing blanks allowed, as the script's own ``grep "^@@END_HEADER@@"`` does.
+_HEADER_END = re.compile(rb"^(@@END_HEADER@@|__END_HEADER__)[ \t]*\r?\n", re.MULTILINE)
+#: Where a tar header (ustar or GNU) has its magic: a tar is never taken for a script, even
+#: when one of its files holds a marker line.
+TAR_MAGIC_AT: Final = slice(257, 262)
 _BLANK = b"\r\n"
 
 
 def header_end(head: bytes) -> tuple[int, bytes] | None:
     """Where the archive starts in ``head`` (the first bytes of a file) and the end marker that
     closes it; None when ``head`` is not the start of a self-extracting pack."""
+    if head[TAR_MAGIC_AT] == b"ustar":
+        return None
     match = _HEADER_END.search(head, 0, HEADER_LIMIT)
     if match is None:
         return None
@@ -103,6 +109,14 @@ class EmbeddedArchive:
             self._after = chunk[end:]
             chunk = chunk[:end]
             self._line_done = True
+            following = self._after.lstrip(_BLANK)[: len(self._end_marker)]
+            if following and not self._end_marker.startswith(following):
+                # pixi-pack writes the archive as ONE line; a wrapped one (base64's default 76
+                # columns) is not what it writes, and decoding only its first line would mislead.
+                raise tarfile.ReadError(
+                    f"its archive is not one line of base64 followed by {self._end_marker.decode()}, "
+                    "as pixi-pack writes it"
+                )
         data = self._carry + chunk
         usable = len(data) if self._line_done else len(data) - len(data) % 4
         self._carry = data[usable:]

@@ -21,6 +21,7 @@ from conda_pixi_pack.install import PackedPackage
 from conda_pixi_pack.layout import (
     CHANNEL_DIR,
     CONDA_SUFFIX,
+    EARLIER_WRITER,
     PYPI_DIR,
     TAR_BZ2_SUFFIX,
     WHEEL_SUFFIX,
@@ -133,6 +134,10 @@ def _check_metadata(root: Path, platform: str, reporter: Reporter) -> PackMetada
         reporter.warn(
             f"the pack was written by pixi-pack (version {metadata.tool_version}), "
             f"this is conda-pixi-pack {__version__}; unpacking anyway"
+        )
+    elif metadata.writer_version == EARLIER_WRITER:
+        reporter.warn(
+            f"the pack was written by an earlier conda-pixi-pack, this is {__version__}; unpacking anyway"
         )
     elif metadata.writer_version != __version__:
         reporter.warn(

@@ -126,8 +126,17 @@ def test_a_file_is_not_a_cache(tmp_path: Path) -> None:
         (["photos/", "linux-64/"], "photos"),
         (["my-docs/"], "my-docs"),
         (["pypi/", "todo.md", "b.txt", "c.txt", "d.txt"], "b.txt, c.txt, d.txt, …"),
+        (["photos-2024/a.jpg"], "photos-2024"),
+        (["linux-64/a-1-0.conda", "linux-64/thesis.tex"], "linux-64"),
     ],
-    ids=["a-file", "a-foreign-folder", "a-folder-named-like-a-subdir", "files-beside-pypi"],
+    ids=[
+        "a-file",
+        "a-foreign-folder",
+        "a-folder-named-like-a-subdir",
+        "files-beside-pypi",
+        "dash-and-digits",
+        "a-subdir-with-other-files",
+    ],
 )
 def test_a_folder_of_other_things_is_not_taken_as_a_cache(
     project_server: tuple[Path, ChannelServer], tmp_path: Path, contents: list[str], named: str

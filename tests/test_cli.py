@@ -568,12 +568,49 @@ def test_sigterm_without_the_core_catching_it(
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_refuses_to_write_a_tar_to_a_terminal(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    assert main(["pack", str(tmp_path), "-o", "-"]) == 1
-    assert "refusing to write the pack (a tar) to a terminal" in capsys.readouterr().err
+@pytest.mark.parametrize("output", ["-", "/dev/stdout"])
+def test_refuses_to_write_a_tar_to_a_terminal(output: str) -> None:
+    """stdout on a real terminal (a pty): nothing is written to it, one line on stderr."""
+    import pty
+    import select
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    primary, secondary = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "conda_pixi_pack", "pack", str(demo), "-o", output],
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+        written = os.read(primary, 65536) if select.select([primary], [], [], 0.5)[0] else b""
+    finally:
+        os.close(secondary)
+        os.close(primary)
+    assert done.returncode == 1
+    refusal = "error: refusing to write the pack (a tar) to a terminal"
+    assert done.stderr.strip().splitlines() == [
+        f"{refusal} (redirect stdout to a file or a pipe, or give -o FILE)"
+    ]
+    assert written == b""
+
+
+def test_json_with_stdout_closed(tmp_path: Path) -> None:
+    """``--json`` with stdout closed must not crash looking at where stdout goes."""
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    output = tmp_path / "environment.tar"
+    done = subprocess.run(
+        [sys.executable, "-m", "conda_pixi_pack", "pack", str(demo), "--json", "-o", str(output)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        close_fds=True,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert "Traceback" not in done.stderr and "AttributeError" not in done.stderr
+    assert output.is_file()
 
 
 def test_wiring_with_a_fake_core(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -767,6 +804,19 @@ ZIP_CAUSE: Final = "Caused by: invalid Zip archive: Could not find EOCD"
         ),
     ],
     ids=["repeated-cause", "conda-list", "numbered-causes"],
+)
+def test_library_causes_become_one_line(message: str, shown: str) -> None:
+    assert PackError(message).message == shown
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        ("missing:\n  - numpy-base\n  - numpy", "missing: numpy-base; numpy"),  # no item is lost
+        ("404: not found", "404: not found"),  # the first line keeps its start
+        ("- odd first line\n- second", "- odd first line; second"),
+    ],
+    ids=["list-of-substrings", "number-first", "dash-first"],
 )
 def test_library_messages_become_one_line(message: str, shown: str) -> None:
     """rattler and conda spread causes over several lines; our errors are one line, causes kept."""

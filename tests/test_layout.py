@@ -84,3 +84,22 @@ def test_bad_metadata_is_one_clear_error(tmp_path: Path, content: str | None, me
     with pytest.raises(PackError, match=message) as info:
         layout.read_metadata(tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_origins_with_odd_types_are_tolerated(tmp_path: Path) -> None:
+    """Our key comes from an untrusted file: a channel that is not a string is dropped, not used."""
+    (tmp_path / layout.METADATA_FILE).write_text(
+        json.dumps(
+            {
+                "version": "1",
+                "platform": "linux-64",
+                "conda-pixi-pack": {
+                    "version": "0.1.0",
+                    "origins": {"linux-64/a-1-0.conda": {"url": "https://x/a", "channel": 5}, "b": "nope"},
+                },
+            }
+        )
+    )
+    metadata = layout.read_metadata(tmp_path)
+    assert metadata.origins == {"linux-64/a-1-0.conda": layout.Origin("https://x/a", None)}
+    assert metadata.writer_version == "0.1.0"

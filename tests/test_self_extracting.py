@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import subprocess
 import sys
@@ -80,6 +81,14 @@ def _damaged(script: Path, how: str) -> None:
         script.write_bytes(data[: start + 100] + b"!" + data[start + 101 :])
     elif how == "no-archive":
         script.write_bytes(data[:start])
+    elif how == "wrapped":  # as `base64` writes by default: 76 columns
+        line = data[start:end]
+        wrapped = b"\n".join(line[i : i + 76] for i in range(0, len(line), 76))
+        script.write_bytes(data[:start] + wrapped + data[end:])
+    elif how == "garbled-header":  # the second member's header, in the decoded tar
+        tar = bytearray(base64.b64decode(data[start:end]))
+        tar[1024:1036] = b"not a header"
+        script.write_bytes(data[:start] + base64.b64encode(bytes(tar)) + data[end:])
 
 
 @pytest.mark.parametrize(
@@ -87,7 +96,9 @@ def _damaged(script: Path, how: str) -> None:
     [
         ("cut-in-archive", "ends inside its embedded archive"),
         ("cut-in-padding", "ends inside its embedded archive"),
-        ("no-end-marker", "not followed by @@END_ARCHIVE@@"),
+        ("no-end-marker", "not one line of base64 followed by @@END_ARCHIVE@@"),
+        ("wrapped", "not one line of base64 followed by @@END_ARCHIVE@@"),
+        ("garbled-header", "ends without tar's end-of-archive marker"),
         pytest.param(
             "not-base64",
             "not valid base64",
@@ -167,3 +178,35 @@ def test_the_fake_executable_is_never_decoded(tmp_path: Path) -> None:
     target.mkdir()
     extract_tar(script, target, Reporter())
     assert _extracted(target) == CONTENT
+
+
+def test_a_marker_line_with_trailing_blanks(tmp_path: Path) -> None:
+    """The script's own ``grep "^@@END_HEADER@@"`` accepts it, so do we."""
+    script = self_extracting(_tar(tmp_path), tmp_path / "environment.sh")
+    script.write_bytes(script.read_bytes().replace(b"\n@@END_HEADER@@\n", b"\n@@END_HEADER@@  \n", 1))
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_tar(script, target, Reporter())
+    assert _extracted(target) == CONTENT
+
+
+def test_a_tar_holding_a_marker_line_is_still_a_tar(tmp_path: Path) -> None:
+    """On stdin a tar is recognised by its header, not taken for a script."""
+    members = [_file("notes.txt", b"x\n@@END_HEADER@@\ny\n"), _file("pixi-pack.json", b"{}")]
+    archive = raw_tar(tmp_path / "p.tar", members)
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_tar(io.BufferedReader(io.BytesIO(archive.read_bytes())), target, Reporter())  # type: ignore[arg-type]
+    assert (target / "notes.txt").read_bytes() == b"x\n@@END_HEADER@@\ny\n"
+
+
+def test_a_stream_cut_between_members_is_damaged(tmp_path: Path) -> None:
+    """tarfile stops quietly at a header boundary: a pack on stdin must not lose its last files."""
+    archive = raw_tar(tmp_path / "p.tar", [_file("pixi-pack.json", b"{}"), _file("pypi/w.whl", b"w" * 600)])
+    cut = archive.read_bytes()[:1024]  # the first member only
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(
+        PackError, match="standard input is damaged: it ends without tar's end-of-archive marker"
+    ):
+        extract_tar(io.BufferedReader(io.BytesIO(cut)), target, Reporter())  # type: ignore[arg-type]

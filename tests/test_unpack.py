@@ -289,15 +289,18 @@ def test_force_never_replaces_a_folder_that_is_not_an_environment(tmp_path: Path
     [
         ({"version": __version__}, None),
         ({"version": "0.0.1"}, f"written by conda-pixi-pack 0.0.1, this is {__version__}"),
+        ({"origins": {}}, f"written by an earlier conda-pixi-pack, this is {__version__}"),
+        ({"version": 5}, f"written by an earlier conda-pixi-pack, this is {__version__}"),
+        ({"version": ""}, f"written by an earlier conda-pixi-pack, this is {__version__}"),
     ],
-    ids=["same-version", "other-version"],
+    ids=["same-version", "other-version", "no-version", "version-not-a-string", "empty-version"],
 )
 def test_version_warning_names_the_tool(
-    tmp_path: Path, packages: Callable[..., list[Path]], extension: dict[str, str], warning: str | None
+    tmp_path: Path, packages: Callable[..., list[Path]], extension: dict[str, Any], warning: str | None
 ) -> None:
     metadata = {
         "version": "1",
-        "pixi-pack-version": extension["version"],
+        "pixi-pack-version": "0.1.0",
         "platform": unpack_module.current_platform(),
         "conda-pixi-pack": extension,
     }

@@ -136,8 +136,8 @@ def _is_our_stdout(output: str | None) -> bool:
     """``-o /dev/stdout`` (or any other name of the same pipe or file) is stdout too."""
     if output is None:
         return False
-    try:
-        return os.path.samestat(os.stat(output), os.fstat(sys.stdout.fileno()))
+    try:  # descriptor 1 itself: sys.stdout may be None (closed) or replaced
+        return os.path.samestat(os.stat(output), os.fstat(1))
     except (OSError, ValueError):
         return False
 
@@ -189,7 +189,7 @@ def execute(args: argparse.Namespace, output: Output | None = None) -> int:
     options = options_from_args(args)
     if options.to_stdout and sys.stdout is None:
         raise PackError("standard output is closed", "give -o FILE, or run with stdout open")
-    if options.to_stdout and sys.stdout.isatty():
+    if (options.to_stdout or _is_our_stdout(args.output)) and os.isatty(1):
         raise PackError(
             "refusing to write the pack (a tar) to a terminal",
             "redirect stdout to a file or a pipe, or give -o FILE",
