@@ -51,8 +51,8 @@ class UserCancelled(PackError):
 
     exit_code = 130
 
-    def __init__(self) -> None:
-        super().__init__("interrupted; nothing was written")
+    def __init__(self, message: str = "interrupted; nothing was written") -> None:
+        super().__init__(message)
 
 
 def first_line(exc: BaseException) -> str:

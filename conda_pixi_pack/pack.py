@@ -79,13 +79,55 @@ class PackResult:
 def pack(options: PackOptions, reporter: Reporter | None = None) -> PackResult:
     """Write the pack described by ``options``; raises PackError, leaves nothing behind on failure."""
     reporter = reporter or Reporter()
+    output = _Output()
     try:
-        return _pack(options, reporter)
+        return _pack(options, reporter, output)
     except KeyboardInterrupt:
+        if output.replaced():  # the signal came after the rename: say so, the pack is there
+            raise UserCancelled(
+                f"interrupted, but the pack was already complete at {output.target}"
+            ) from None
         raise UserCancelled() from None
 
 
-def _pack(options: PackOptions, reporter: Reporter) -> PackResult:
+@dataclass
+class _Output:
+    """The output being written, to tell after Ctrl-C whether the new pack is already in place."""
+
+    target: Path | None = None
+    before: tuple[int, int] | None = None  # (device, inode) of what was at the target before
+
+    def start(self, target: Path) -> None:
+        self.target, self.before = target, _identity(target)
+
+    def replaced(self) -> bool:
+        """True once a new file or folder (a new inode: the rename) is at the target."""
+        return self.target is not None and _identity(self.target) not in (None, self.before)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _remove_staging(staging: Path) -> None:
+    """Remove the staging folder even if Ctrl-C or SIGTERM comes while it is removed (it can hold
+    GBs of links or copies); the interrupt is raised again once it is gone."""
+    interrupted = False
+    while True:
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def _pack(options: PackOptions, reporter: Reporter, output: _Output) -> PackResult:
     if options.to_stdout and options.directory_only:
         raise PackError("a folder pack cannot be written to standard output", "drop -o - or --directory-only")
     target = None if options.to_stdout else _check_output(options)
@@ -127,12 +169,14 @@ def _pack(options: PackOptions, reporter: Reporter) -> PackResult:
             size = _to_stream(staging, stream_to, reporter)
         elif options.directory_only:
             reporter.info(f"Moving the pack folder into place at {target}")
+            output.start(target)
             size = archive.write_tree(staging, target)
         else:
             reporter.info(f"Writing {target}")
+            output.start(target)
             size = archive.write_archive(staging, target, reporter)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_staging(staging)
     return PackResult(
         output=target,
         conda_packages=len(conda) + len(injection.conda),

@@ -134,16 +134,25 @@ def remove_created(folders: list[Path]) -> None:
 
 
 def rmtree(path: Path, reporter: Reporter) -> None:
-    """Best-effort recursive removal for cleanup paths; a leftover is reported, never raised."""
-    if not path.exists() and not path.is_symlink():
-        return
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except OSError as exc:
-        reporter.warn(f"could not remove {path}: {exc}")
+    """Best-effort recursive removal for cleanup paths; a leftover is reported, never raised.
+
+    A Ctrl-C or SIGTERM arriving meanwhile (a second one, during a rollback) does not stop it:
+    the removal goes on where it was, since a half-removed environment is the worst outcome.
+    """
+    while True:
+        try:
+            if not path.exists() and not path.is_symlink():
+                return
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            return
+        except OSError as exc:
+            reporter.warn(f"could not remove {path}: {exc}")
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 @dataclass

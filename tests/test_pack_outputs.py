@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conda_pixi_pack.errors import PackError
+from conda_pixi_pack import archive
+from conda_pixi_pack import pack as pack_module
+from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.pack import PackOptions, pack
 from tests.conftest import Channel
 
@@ -240,3 +242,47 @@ def test_an_output_inside_the_cache_is_refused(make_project: Callable[..., Path]
         == f"the output {output.resolve()} and the --use-cache folder {cache.resolve()} overlap"
     )
     assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("directory_only", [False, True], ids=["archive", "folder"])
+def test_an_interrupt_after_the_rename_says_the_pack_is_there(
+    make_project: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, directory_only: bool
+) -> None:
+    """Ctrl-C or SIGTERM in the last step (syncing the folder): the pack is complete, say so."""
+    project = make_project(["alpha", "beta"])
+    output = tmp_path / ("environment" if directory_only else "environment.tar")
+    real_sync = archive._fsync_dir
+
+    def interrupted(folder: Path) -> None:
+        real_sync(folder)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(archive, "_fsync_dir", interrupted)
+    with pytest.raises(UserCancelled, match=f"the pack was already complete at {output}"):
+        pack(PackOptions(manifest=project, platform="linux-64", output=output, directory_only=directory_only))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [output.name]  # no staging folder left
+    assert (output / "pixi-pack.json").is_file() if directory_only else tarfile.is_tarfile(output)
+
+
+def test_an_interrupt_while_staging_is_removed_still_removes_it(
+    make_project: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staging folder can hold GBs of links: a second signal must not leave it behind."""
+    project = make_project(["alpha", "beta"])
+    output = tmp_path / "environment.tar"
+    real_rmtree = shutil.rmtree
+    calls: list[str] = []
+
+    def rmtree_interrupted_once(path: str, *args: object, **kwargs: object) -> None:
+        if Path(path).name.startswith(".environment.tar."):  # the staging folder
+            calls.append(str(path))
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pack_module.shutil, "rmtree", rmtree_interrupted_once)
+    with pytest.raises(UserCancelled, match="already complete"):
+        pack(PackOptions(manifest=project, platform="linux-64", output=output))
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["environment.tar"]
+    assert len(calls) == 2  # interrupted once, then finished

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -134,3 +135,33 @@ def test_a_record_whose_fields_are_paths_is_refused(tmp_path: Path, field: str) 
     with pytest.raises(PackError, match=f"its {field} '../../evil' is not valid"):
         unpack(UnpackOptions(source=pack, output_directory=tmp_path / "out", installer="rattler"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_second_interrupt_during_the_rollback_does_not_leave_half_an_environment(
+    tmp_path: Path, small_pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conda_pixi_pack import targets
+    from conda_pixi_pack.errors import UserCancelled
+    from conda_pixi_pack.install import rattler as rattler_backend
+
+    def interrupted_after_linking(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # the first Ctrl-C: after the packages were linked
+
+    real_rmtree = targets.shutil.rmtree
+    calls: list[str] = []
+
+    def rmtree_interrupted_once(path: str, *args: object, **kwargs: object) -> None:
+        if threading.current_thread() is threading.main_thread():  # signals land there
+            calls.append(str(path))
+            if len(calls) == 1:
+                raise KeyboardInterrupt  # the second Ctrl-C, in the middle of the rollback
+        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rattler_backend, "_write_history", interrupted_after_linking)
+    monkeypatch.setattr(targets.shutil, "rmtree", rmtree_interrupted_once)
+    out = tmp_path / "out"
+    with pytest.raises(UserCancelled):
+        unpack(UnpackOptions(source=small_pack, output_directory=out, installer="rattler"))
+    monkeypatch.undo()
+    assert not out.exists()
+    assert len(calls) >= 2
