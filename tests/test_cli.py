@@ -821,3 +821,17 @@ def test_library_causes_become_one_line(message: str, shown: str) -> None:
 def test_library_messages_become_one_line(message: str, shown: str) -> None:
     """rattler and conda spread causes over several lines; our errors are one line, causes kept."""
     assert PackError(message).message == shown
+
+
+def test_the_pack_is_not_written_into_standard_error() -> None:
+    """Progress and errors go to stderr: a pack there would be mixed with them."""
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "conda_pixi_pack", "pack", str(demo), "-o", "/dev/stderr"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: -o /dev/stderr is standard error, where progress and errors go")
+    assert len(done.stderr.strip().splitlines()) == 1

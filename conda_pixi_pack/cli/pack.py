@@ -132,14 +132,18 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
     add_output_options(parser, conda=conda, prompt=False)
 
 
-def _is_our_stdout(output: str | None) -> bool:
-    """``-o /dev/stdout`` (or any other name of the same pipe or file) is stdout too."""
+def _names_fd(output: str | None, fd: int) -> bool:
+    """``-o /dev/stdout`` (or any other name of the same pipe or file) is descriptor 1 too."""
     if output is None:
         return False
-    try:  # descriptor 1 itself: sys.stdout may be None (closed) or replaced
-        return os.path.samestat(os.stat(output), os.fstat(1))
+    try:  # the descriptor itself: sys.stdout may be None (closed) or replaced
+        return os.path.samestat(os.stat(output), os.fstat(fd))
     except (OSError, ValueError):
         return False
+
+
+def _is_our_stdout(output: str | None) -> bool:
+    return _names_fd(output, 1)
 
 
 def options_from_args(args: argparse.Namespace) -> PackOptions:
@@ -151,6 +155,11 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
         raise UsageError(
             "--directory-only writes a folder and cannot write to stdout (-o -)",
             "give a folder name with -o, or drop --directory-only",
+        )
+    if not to_stdout and _names_fd(args.output, 2) and not _names_fd(args.output, 1):
+        raise UsageError(
+            f"-o {args.output} is standard error, where progress and errors go: they would mix with the pack",
+            "give -o FILE, or -o - for standard output",
         )
     if args.json and (to_stdout or _is_our_stdout(args.output)):
         raise UsageError(
