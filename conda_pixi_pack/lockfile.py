@@ -163,10 +163,26 @@ def _read_lock(lock_path: Path) -> LockFile:
     try:
         return LockFile.from_path(lock_path)
     except Exception as exc:  # rattler raises ParseCondaLockError, IoError, ValueError…
+        if _looks_like_environment_file(lock_path):
+            raise PackError(
+                f"{lock_path} is a conda environment file, not a lock file",
+                "give the project folder, whose pixi.lock is packed, or a pixi or conda-lock lock file",
+            ) from exc
         tool = "pixi lock" if lock_path.suffix.lower() == ".lock" else "conda-lock"
         raise PackError(
             f"cannot read {lock_path}: {first_line(exc)}", f"regenerate it with `{tool}`"
         ) from exc
+
+
+def _looks_like_environment_file(path: Path) -> bool:
+    """An ``environment.yml`` (a top-level ``dependencies:`` and no lock keys), read as text: it
+    lists specs, not locked packages, and rattler's "missing field" message would not say so."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    keys = {line.split(":", 1)[0] for line in lines if line[:1].isalpha() and ":" in line}
+    return "dependencies" in keys and not keys & {"version", "metadata", "package", "environments"}
 
 
 def _environment(lock: LockFile, name: str, lock_path: Path) -> Environment:

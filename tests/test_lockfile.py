@@ -252,3 +252,13 @@ def test_wheel_file_name_is_percent_decoded(make_project: Callable[..., Path], c
     assert wheel.artifact.relative_path == "pypi/local_pkg-1.0+cpu-py3-none-any.whl"
     assert wheel.artifact.url == url
     assert wheel.artifact.sha256 == "ab" * 32
+
+
+def test_an_environment_file_is_named_as_such(tmp_path: Path) -> None:
+    """A pack's (or conda's) environment.yml lists specs, not locked packages."""
+    env_file = tmp_path / "environment.yml"
+    env_file.write_text("channels:\n  - ./channel\n  - nodefaults\ndependencies:\n  - python=3.11=h0\n")
+    with pytest.raises(PackError) as refused:
+        load(env_file, "default", "linux-64")
+    assert refused.value.message == f"{env_file} is a conda environment file, not a lock file"
+    assert "pixi.lock" in (refused.value.hint or "")
