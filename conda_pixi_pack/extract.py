@@ -170,10 +170,7 @@ def _extract_seekable(
                 _copy_range(fd, out.fileno(), member.offset_data, member.size)
         _finish(member, path, on_file)
         task.advance(member.size)
-    # tarfile's iteration also ends quietly at a cut between members or at a garbled header;
-    # only the end-of-archive block (zeros) says the whole pack was read.
-    if os.pread(fd, tarfile.BLOCKSIZE, tar.offset) != bytes(tarfile.BLOCKSIZE):
-        raise tarfile.ReadError(END_MISSING)
+    _check_end(tar)
 
 
 class _EndAwareInfo(tarfile.TarInfo):
@@ -181,7 +178,7 @@ class _EndAwareInfo(tarfile.TarInfo):
 
     tarfile's iteration also stops, without an error, at a cut between members or at a garbled
     header; in stream mode nothing can be read again afterwards, so the header reader itself
-    must say whether it met the real end.
+    must say whether it met the real end (both readers use it, see :func:`_check_end`).
     """
 
     @classmethod
@@ -206,6 +203,11 @@ def _extract_stream(
             shutil.copyfileobj(data, out, CHUNK_SIZE)
         _finish(member, path, on_file)
         task.advance(member.size)
+    _check_end(tar)
+
+
+def _check_end(tar: tarfile.TarFile) -> None:
+    """After the last member: only the end-of-archive block (zeros) says the whole pack was read."""
     if not getattr(tar, "end_seen", False):
         raise tarfile.ReadError(END_MISSING)
 
@@ -220,7 +222,7 @@ def _open_plain_tar(source: Path) -> tuple[tarfile.TarFile, IO[bytes]] | None:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             f.close()
             return None
-        return tarfile.open(fileobj=f, mode="r:"), f
+        return tarfile.open(fileobj=f, mode="r:", tarinfo=_EndAwareInfo), f
     except (tarfile.TarError, EOFError, OSError):
         f.close()  # compressed, not a tar, or unreadable: the stream reader decides
         return None
