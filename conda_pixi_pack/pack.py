@@ -392,7 +392,7 @@ def _to_stream(root: Path, target: Path, reporter: Reporter) -> int:
     there cannot be opened again by name (ENXIO), a pipe or device can but need not be.
     """
     try:
-        own = _is_stdout(target)
+        own = names_descriptor(target, STDOUT_FD)
         with open(os.dup(STDOUT_FD) if own else target, "wb") as sink:
             return archive.write_tar(root, sink, reporter)
     except BrokenPipeError:
@@ -401,11 +401,14 @@ def _to_stream(root: Path, target: Path, reporter: Reporter) -> int:
         raise PackError(f"cannot write the pack into {target}: {exc.strerror or exc}") from None
 
 
-def _is_stdout(target: Path) -> bool:
-    """Whether ``target`` is the very file our standard output descriptor is open on."""
+def names_descriptor(path: str | Path | None, fd: int) -> bool:
+    """Whether ``path`` (``/dev/stdout``, or any other name) is the very file descriptor ``fd`` is
+    open on. The descriptor itself is asked: ``sys.stdout`` may be None (closed) or replaced."""
+    if path is None:
+        return False
     try:
-        return os.path.samestat(os.stat(target), os.fstat(STDOUT_FD))
-    except OSError:  # no descriptor 1 (closed), or the target went away
+        return os.path.samestat(os.stat(path), os.fstat(fd))
+    except (OSError, ValueError):  # no such descriptor (closed), or the path went away
         return False
 
 

@@ -132,23 +132,9 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
     add_output_options(parser, conda=conda, prompt=False)
 
 
-def _names_fd(output: str | None, fd: int) -> bool:
-    """``-o /dev/stdout`` (or any other name of the same pipe or file) is descriptor 1 too."""
-    if output is None:
-        return False
-    try:  # the descriptor itself: sys.stdout may be None (closed) or replaced
-        return os.path.samestat(os.stat(output), os.fstat(fd))
-    except (OSError, ValueError):
-        return False
-
-
-def _is_our_stdout(output: str | None) -> bool:
-    return _names_fd(output, 1)
-
-
 def options_from_args(args: argparse.Namespace) -> PackOptions:
     """The one place flags become :class:`PackOptions` (tested flag by flag)."""
-    from conda_pixi_pack.pack import PackOptions
+    from conda_pixi_pack.pack import STDOUT_FD, PackOptions, names_descriptor
 
     to_stdout = args.output == STDOUT
     if to_stdout and args.directory_only:
@@ -156,12 +142,12 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
             "--directory-only writes a folder and cannot write to stdout (-o -)",
             "give a folder name with -o, or drop --directory-only",
         )
-    if not to_stdout and _names_fd(args.output, 2) and not _names_fd(args.output, 1):
+    if not to_stdout and names_descriptor(args.output, 2) and not names_descriptor(args.output, STDOUT_FD):
         raise UsageError(
             f"-o {args.output} is standard error, where progress and errors go: they would mix with the pack",
             "give -o FILE, or -o - for standard output",
         )
-    if args.json and (to_stdout or _is_our_stdout(args.output)):
+    if args.json and (to_stdout or names_descriptor(args.output, STDOUT_FD)):
         raise UsageError(
             f"--json and -o {args.output} would both write to stdout",
             "write the pack to a file with -o FILE",
@@ -192,13 +178,13 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
 def execute(args: argparse.Namespace, output: Output | None = None) -> int:
     """Pack, render progress on stderr, and report the result (a line, or JSON on stdout)."""
     from conda_pixi_pack.cli.render import ConsoleReporter, print_json, render_pack_result
-    from conda_pixi_pack.pack import pack
+    from conda_pixi_pack.pack import STDOUT_FD, names_descriptor, pack
 
     output = output or Output.from_args(args)
     options = options_from_args(args)
     if options.to_stdout and sys.stdout is None:
         raise PackError("standard output is closed", "give -o FILE, or run with stdout open")
-    if (options.to_stdout or _is_our_stdout(args.output)) and os.isatty(1):
+    if (options.to_stdout or names_descriptor(args.output, STDOUT_FD)) and os.isatty(STDOUT_FD):
         raise PackError(
             "refusing to write the pack (a tar) to a terminal",
             "redirect stdout to a file or a pipe, or give -o FILE",
