@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from conda_pixi_pack import __version__, archive, cache, download, inject, layout, lockfile
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.progress import Reporter, plural
+from conda_pixi_pack.targets import remove_uninterrupted
 from conda_pixi_pack.urls import public_url
 
 if TYPE_CHECKING:
@@ -116,14 +117,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
 def _remove_staging(staging: Path) -> None:
     """Remove the staging folder even if Ctrl-C or SIGTERM comes while it is removed (it can hold
     GBs of links or copies); the interrupt is raised again once it is gone."""
-    interrupted = False
-    while True:
-        try:
-            shutil.rmtree(staging, ignore_errors=True)
-            break
-        except KeyboardInterrupt:
-            interrupted = True
-    if interrupted:
+    if remove_uninterrupted(lambda: shutil.rmtree(staging, ignore_errors=True)):
         raise KeyboardInterrupt
 
 

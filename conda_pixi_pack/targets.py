@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Final
 from conda_pixi_pack.errors import PackError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from conda_pixi_pack.progress import Reporter
 
 #: A conda environment has this folder; ``--force`` only ever replaces such a folder.
@@ -139,20 +141,32 @@ def rmtree(path: Path, reporter: Reporter) -> None:
     A Ctrl-C or SIGTERM arriving meanwhile (a second one, during a rollback) does not stop it:
     the removal goes on where it was, since a half-removed environment is the worst outcome.
     """
+
+    def remove() -> None:
+        if not path.exists() and not path.is_symlink():
+            return
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+    try:
+        remove_uninterrupted(remove)
+    except OSError as exc:
+        reporter.warn(f"could not remove {path}: {exc}")
+
+
+def remove_uninterrupted(remove: Callable[[], None]) -> bool:
+    """Run the removal ``remove`` to its end even if Ctrl-C or SIGTERM (a KeyboardInterrupt)
+    comes meanwhile: it is called again and goes on where it stopped. True when one came, so
+    that a caller that is not already handling one can raise it afterwards."""
+    interrupted = False
     while True:
         try:
-            if not path.exists() and not path.is_symlink():
-                return
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            return
-        except OSError as exc:
-            reporter.warn(f"could not remove {path}: {exc}")
-            return
+            remove()
+            return interrupted
         except KeyboardInterrupt:
-            continue
+            interrupted = True
 
 
 @dataclass
