@@ -211,6 +211,12 @@ def sample_channel(tmp_path_factory: pytest.TempPathFactory) -> Channel:
     return channel
 
 
+@pytest.fixture
+def packages(sample_channel: Channel) -> Callable[..., list[Path]]:
+    """``packages("alpha", "beta")``: those package files of the sample channel."""
+    return lambda *names: [sample_channel.packages[n] for n in names]
+
+
 @pytest.fixture(scope="session")
 def python_channel(tmp_path_factory: pytest.TempPathFactory, sample_channel: Channel) -> Channel:
     """A channel with ``python`` built from this interpreter, ``pyapp`` (noarch: python, entry

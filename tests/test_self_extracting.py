@@ -22,14 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from tests.support.channel import Channel
 
 CONTENT = {"pixi-pack.json": b"{}", "channel/noarch/a-1-0.conda": bytes(range(256)) * 999, "odd": b"x" * 7}
-
-
-@pytest.fixture
-def packages(sample_channel: Channel) -> Callable[..., list[Path]]:
-    return lambda *names: [sample_channel.packages[n] for n in names]
 
 
 def _tar(tmp_path: Path) -> Path:

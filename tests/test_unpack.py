@@ -59,11 +59,6 @@ def leftovers(folder: Path) -> list[str]:
 
 
 @pytest.fixture
-def packages(sample_channel: Channel) -> Callable[..., list[Path]]:
-    return lambda *names: [sample_channel.packages[n] for n in names]
-
-
-@pytest.fixture
 def basic_pack(tmp_path: Path, packages: Callable[..., list[Path]]) -> Path:
     return make_pack(tmp_path, packages(*BASIC))
 
