@@ -1,7 +1,8 @@
-# Developer entry points; .ci/run calls `make test`, `make lint` and `make demo`.
+# Developer entry points; .ci/run calls `make test`, `make test-pythons`, `make lint` and `make demo`.
 #
 #   make test                      pytest in $(VENV) (created with the test extras when missing)
 #   make test VENV=/work/venv      the same in an existing virtual environment
+#   make test-pythons              scripts/test-pythons.sh: make test under Python 3.10 and 3.13 too
 #   make demo                      scripts/demo.sh: fresh venv, pack + unpack the bundled example
 #   make demo PYTHON=/path/python  the demo with an existing interpreter (conda backend if importable)
 #   make bench                     benchmarks/bench_pack.py and bench_unpack.py (minutes, ~2 GB of disk)
@@ -10,7 +11,7 @@ BOOTSTRAP_PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench venv
+.PHONY: demo test test-pythons lint bench venv
 
 # Created only when missing, so that an existing environment (VENV=...) is never touched.
 $(BIN)/python:
@@ -21,6 +22,9 @@ venv: $(BIN)/python
 
 test: venv
 	$(BIN)/python -m pytest
+
+test-pythons:
+	scripts/test-pythons.sh
 
 lint: venv
 	$(BIN)/python -m ruff check .
