@@ -10,13 +10,17 @@ from __future__ import annotations
 import re
 
 #: What rattler and conda put before a cause or a list item on a line of its own.
+#: Runs of control characters other than line breaks (a tab included).
+_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]+")
 _LINE_PREFIX = re.compile(r"^(?:Caused by:\s*|\d+:\s+|[-*]\s+)+")
 
 
 def one_line(text: str) -> str:
     """``text`` as one line: rattler's and conda's messages add causes and lists on lines of
     their own ("Caused by: ...", "  - /path"). The first line is kept as it is; a cause that
-    repeats it, or a line that repeats an earlier one, is dropped."""
+    repeats it, or a line that repeats an earlier one, is dropped. Control characters (raw
+    archive bytes quoted by an extractor, escape sequences from a hostile pack) become spaces."""
+    text = _CONTROL.sub(" ", text)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return ""

@@ -15,6 +15,11 @@ pixi-pack write) is read with random access: tarfile parses the headers and each
 are copied by the kernel (``os.copy_file_range``), never through Python, which makes extraction
 several times faster than tarfile's own 10 KiB stream reads. Anything else (standard input, a
 compressed tar) is read in stream mode (``r|*``), which never seeks. Memory stays flat either way.
+
+The random-access reader can also leave chosen members where they are: it then writes an empty
+placeholder (so clashes are caught as for any file) and returns the member's :class:`Extent`, the
+range of the pack file that holds its bytes. The rattler backend extracts package files straight
+from there (install/seed.py), so the 500 MB of a large environment are not copied first.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import shutil
 import stat
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Final
 
@@ -32,7 +38,7 @@ from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.self_extracting import HEADER_LIMIT, EmbeddedArchive, Prefixed, header_end
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
     from conda_pixi_pack.progress import Reporter, Task
 
@@ -53,6 +59,15 @@ END_MISSING: Final = "it ends without tar's end-of-archive marker (cut short or 
 UNSAFE_HINT: Final = "the pack is damaged or was not written by `pack`/pixi-pack; do not use it"
 #: Shown when the archive ends inside a member.
 DAMAGED_HINT: Final = "copy the pack again"
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A member left inside the pack: its ``size`` bytes start at ``offset`` of the pack ``file``."""
+
+    file: Path
+    offset: int
+    size: int
 
 
 def _member_parts(member: tarfile.TarInfo) -> tuple[str, ...]:
@@ -150,9 +165,16 @@ def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
 
 
 def _extract_seekable(
-    tar: tarfile.TarFile, fd: int, target: Path, task: Task, on_file: Callable[[Path], None] | None
-) -> None:
+    tar: tarfile.TarFile,
+    source: Path,
+    fd: int,
+    target: Path,
+    task: Task,
+    on_file: Callable[[Path], None] | None,
+    leave: Callable[[Path], bool] | None,
+) -> dict[Path, Extent]:
     end = os.fstat(fd).st_size
+    left: dict[Path, Extent] = {}
     for member, path in _safe_members(tar, target):
         if member.isfile() and member.offset_data + member.size > end:
             # tarfile's random-access reader stops quietly at a cut; the stream reader does not.
@@ -161,6 +183,9 @@ def _extract_seekable(
         if out is None:
             continue
         with out:
+            if leave is not None and not member.issparse() and leave(path):
+                left[path] = Extent(source, member.offset_data, member.size)
+                continue  # the empty placeholder stays; its bytes stay in the pack
             if member.issparse():  # data is not one contiguous range: let tarfile rebuild it
                 data = tar.extractfile(member)
                 assert data is not None  # regular files always have data
@@ -171,6 +196,7 @@ def _extract_seekable(
         _finish(member, path, on_file)
         task.advance(member.size)
     _check_end(tar)
+    return left
 
 
 class _EndAwareInfo(tarfile.TarInfo):
@@ -234,12 +260,18 @@ def extract_tar(
     reporter: Reporter,
     *,
     on_file: Callable[[Path], None] | None = None,
-) -> None:
+    leave: Callable[[Path], bool] | None = None,
+) -> dict[Path, Extent]:
     """Extract the tar ``source`` (a file or a readable binary stream) into the folder ``target``.
 
     ``target`` must exist and be empty (a fresh temporary folder): files are created exclusively,
     so nothing already there is ever followed or overwritten. ``on_file`` is called with each
     regular file once it is complete and closed (the caller starts verifying it meanwhile).
+
+    Where ``source`` is a plain tar file, regular files whose target path ``leave`` accepts are
+    not copied: each gets an empty placeholder, and the returned mapping gives where its bytes
+    are in ``source`` (``on_file`` is not called for them). Other sources extract everything
+    and return an empty mapping.
     """
     label = str(source) if isinstance(source, Path) else "standard input"
     plain = _open_plain_tar(source) if isinstance(source, Path) else None
@@ -290,16 +322,36 @@ def extract_tar(
         # tarfile leaves a file object it was given open: close that one too.
         with tar, plain[1] if plain is not None else contextlib.nullcontext():
             if plain is not None:
-                _extract_seekable(tar, plain[1].fileno(), target, task, on_file)
+                assert isinstance(source, Path)
+                pack = Path(os.path.abspath(source))
+                return _extract_seekable(tar, pack, plain[1].fileno(), target, task, on_file, leave)
             else:
                 _extract_stream(tar, target, task, on_file)
                 if embedded is not None:
                     embedded.finish()
+                return {}
     except (tarfile.TarError, EOFError) as exc:
         raise PackError(f"pack {label} is damaged: {exc}", DAMAGED_HINT) from None
     finally:
         _close(opened)
         task.done()
+
+
+def fill_placeholders(extents: Mapping[Path, Extent]) -> None:
+    """Copy each member left in the pack into its placeholder, for a reader that needs files."""
+    opened: dict[Path, int] = {}
+    try:
+        for path, extent in extents.items():
+            if extent.file not in opened:
+                opened[extent.file] = os.open(extent.file, os.O_RDONLY)
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+            try:
+                _copy_range(opened[extent.file], fd, extent.offset, extent.size)
+            finally:
+                os.close(fd)
+    finally:
+        for fd in opened.values():
+            os.close(fd)
 
 
 def _read_head(stream: IO[bytes]) -> bytes:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Literal
 
 from conda_pixi_pack.activation import check_quotable, resolve_shell, script_path, write_activation_script
 from conda_pixi_pack.errors import PackError, UserCancelled
-from conda_pixi_pack.extract import extract_tar
+from conda_pixi_pack.extract import Extent, extract_tar
+from conda_pixi_pack.install.seed import seeding_available
 from conda_pixi_pack.layout import CHANNEL_DIR, conda_spec
 from conda_pixi_pack.progress import Reporter
 from conda_pixi_pack.targets import (
@@ -33,7 +34,7 @@ from conda_pixi_pack.targets import (
     resolve_prefix,
     rmtree,
 )
-from conda_pixi_pack.validate import PackageDigests, current_platform, validate_pack
+from conda_pixi_pack.validate import PackageDigests, current_platform, is_package_path, validate_pack
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -166,14 +167,25 @@ def choose_installer(requested: Installer | None) -> Installer:
 
 
 def _open_source(
-    options: UnpackOptions, undo: _Undo, work_parent: Path, reporter: Reporter, digests: PackageDigests
-) -> Path:
+    options: UnpackOptions,
+    undo: _Undo,
+    work_parent: Path,
+    reporter: Reporter,
+    digests: PackageDigests,
+    *,
+    leave_packages: bool,
+    hash_left: bool,
+) -> tuple[Path, dict[Path, Extent]]:
     """The root of the pack: a folder pack as it is, or a tar extracted into a private folder
-    (each package file handed to ``digests`` as soon as it is written)."""
+    (each package file handed to ``digests`` as soon as it is written).
+
+    With ``leave_packages`` a pack file's package files stay inside it (see extract.py): the
+    returned mapping says where they are, and ``hash_left`` hands them to ``digests`` too.
+    """
     source = options.source
     if not options.from_stdin:
         if source.is_dir():
-            return Path(os.path.abspath(source))
+            return Path(os.path.abspath(source)), {}
         if not source.exists():
             raise PackError(f"pack {source} does not exist", "give the path of a pack file or folder")
     try:
@@ -182,8 +194,17 @@ def _open_source(
         raise PackError(f"cannot create a temporary folder in {work_parent}: {exc.strerror or exc}") from None
     root = undo.work_dir / "pack"
     root.mkdir()
-    extract_tar(sys.stdin.buffer if options.from_stdin else source, root, reporter, on_file=digests.submit)
-    return root
+    extents = extract_tar(
+        sys.stdin.buffer if options.from_stdin else source,
+        root,
+        reporter,
+        on_file=digests.submit,
+        leave=is_package_path if leave_packages else None,
+    )
+    if hash_left:
+        for path, extent in extents.items():
+            digests.submit(path, extent)
+    return root, extents
 
 
 def _install(
@@ -249,11 +270,20 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
         # Packages are hashed while the rest of the tar is extracted; leaving the block stops and
         # joins the hashing threads, so none outlives validation (or reads during a rollback).
         with PackageDigests() as digests:
-            root = _open_source(options, undo, work_parent, reporter, digests)
+            # The rattler backend extracts the packages straight out of a pack file, checking
+            # their checksums as it goes, before it links anything (install/seed.py); conda's
+            # installer reads package files. A dry run checks them here.
+            leave = installer == "rattler" and seeding_available()
+            defer = leave and not options.dry_run
+            root, extents = _open_source(
+                options, undo, work_parent, reporter, digests, leave_packages=leave, hash_left=not defer
+            )
             resolved = root.resolve()
             if replace and (resolved == prefix.resolve() or prefix.resolve() in resolved.parents):
                 raise PackError(f"the pack {root} is inside the environment {prefix} it would replace")
-            pack = validate_pack(root, reporter, platform=platform, digests=digests)
+            pack = validate_pack(
+                root, reporter, platform=platform, digests=digests, extents=extents, defer_checksums=defer
+            )
         result = UnpackResult(
             prefix=prefix,
             installer=installer,

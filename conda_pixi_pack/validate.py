@@ -31,8 +31,10 @@ from conda_pixi_pack.layout import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
     from types import TracebackType
 
+    from conda_pixi_pack.extract import Extent
     from conda_pixi_pack.progress import Reporter, Task
 
 #: Read size while hashing: the files can be hundreds of MB, memory must not follow.
@@ -86,10 +88,11 @@ class PackageDigests:
     ) -> None:
         self.close()
 
-    def submit(self, path: Path) -> None:
-        """Start on ``path`` if it can be a package file (the records are not read yet)."""
-        if path.name.endswith((CONDA_SUFFIX, TAR_BZ2_SUFFIX)) and path.parent.parent.name == CHANNEL_DIR:
-            self._futures[path] = self._pool.submit(self._digest, path)
+    def submit(self, path: Path, extent: Extent | None = None) -> None:
+        """Start on ``path`` (whose bytes are at ``extent`` when given) if it can be a package file
+        (the records are not read yet)."""
+        if is_package_path(path):
+            self._futures[path] = self._pool.submit(self._digest, path, extent)
 
     def sha256(self, path: Path) -> str | None:
         """The hex sha256 of ``path`` when it was submitted, waiting for it; else None."""
@@ -105,14 +108,35 @@ class PackageDigests:
         self._stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _digest(self, path: Path) -> str:
+    def _digest(self, path: Path, extent: Extent | None) -> str:
         digest = hashlib.sha256()
+        for chunk in read_package(path, extent):
+            if self._stop.is_set():
+                raise _Cancelled
+            digest.update(chunk)
+        return digest.hexdigest()
+
+
+def is_package_path(path: Path) -> bool:
+    """Whether ``path`` in an extracted pack is where a package file goes (``channel/<subdir>/``)."""
+    return path.name.endswith((CONDA_SUFFIX, TAR_BZ2_SUFFIX)) and path.parent.parent.name == CHANNEL_DIR
+
+
+def read_package(path: Path, extent: Extent | None) -> Iterator[bytes]:
+    """The bytes of a package file in ``HASH_CHUNK`` pieces, from the pack itself for an ``extent``."""
+    if extent is None:
         with open(path, "rb") as f:
             while chunk := f.read(HASH_CHUNK):
-                if self._stop.is_set():
-                    raise _Cancelled
-                digest.update(chunk)
-        return digest.hexdigest()
+                yield chunk
+        return
+    with open(extent.file, "rb") as f:
+        offset, end = extent.offset, extent.offset + extent.size
+        while offset < end:
+            chunk = os.pread(f.fileno(), min(HASH_CHUNK, end - offset), offset)
+            if not chunk:
+                raise PackError("broken pack: it was cut short while being unpacked", DAMAGED_HINT)
+            offset += len(chunk)
+            yield chunk
 
 
 def current_platform() -> str:
@@ -161,47 +185,76 @@ def _safe_file_name(subdir: str, file_name: str) -> None:
         )
 
 
-def _verify(package: PackedPackage, task: Task, digests: PackageDigests | None) -> None:
-    """Size and sha256 (or md5 where the record has no sha256): from ``digests`` when they have
-    the file, else by streaming it once."""
+def expected_checksum(package: PackedPackage) -> tuple[str, str]:
+    """The algorithm (sha256, else md5) and lowercase hex digest the package's record gives."""
     record = package.record
-    label = f"{CHANNEL_DIR}/{package.subdir}/{package.file_name}"
+    algorithm = "sha256" if record.get("sha256") else "md5" if record.get("md5") else None
+    if algorithm is None:
+        raise PackError(
+            f"broken pack: {_label(package)} has no sha256 or md5 in repodata.json, so it cannot be verified",
+            DAMAGED_HINT,
+        )
+    return algorithm, str(record[algorithm]).lower()
+
+
+def checksum_error(package: PackedPackage, algorithm: str) -> PackError:
+    """The error for a package file that does not match its record."""
+    return PackError(
+        f"broken pack: {_label(package)} does not match its {algorithm} in repodata.json",
+        # pixi-pack --use-cache takes cache hits unverified: rebuilding from it repeats this.
+        f"{DAMAGED_HINT} (if pixi-pack wrote it with --use-cache, clear that cache first)",
+    )
+
+
+def verify_checksum(
+    package: PackedPackage, task: Task | None = None, digests: PackageDigests | None = None
+) -> None:
+    """The package file's sha256 (or md5) against its record: from ``digests`` when they have
+    the file, else by streaming it once."""
+    algorithm, expected = expected_checksum(package)
+    hexdigest = digests.sha256(package.path) if digests is not None and algorithm == "sha256" else None
+    if hexdigest is not None:
+        if task is not None:
+            task.advance(package.size)
+    else:
+        digest = hashlib.new(algorithm)
+        for chunk in read_package(package.path, package.extent):
+            digest.update(chunk)
+            if task is not None:
+                task.advance(len(chunk))
+        hexdigest = digest.hexdigest()
+    if hexdigest != expected:
+        raise checksum_error(package, algorithm)
+
+
+def _label(package: PackedPackage) -> str:
+    return f"{CHANNEL_DIR}/{package.subdir}/{package.file_name}"
+
+
+def _verify(package: PackedPackage, task: Task, digests: PackageDigests | None, *, checksum: bool) -> None:
+    """Size, and unless ``checksum`` is False the checksum (see :func:`verify_checksum`)."""
+    label = _label(package)
     try:
-        size = package.path.stat().st_size
+        size = package.size
     except FileNotFoundError:
         raise PackError(
             f"broken pack: {label} is listed in repodata.json but missing", DAMAGED_HINT
         ) from None
-    expected_size = record.get("size")
+    expected_size = package.record.get("size")
     if isinstance(expected_size, int) and size != expected_size:
         raise PackError(
             f"broken pack: {label} has {size} bytes, its record says {expected_size}", DAMAGED_HINT
         )
-    algorithm = "sha256" if record.get("sha256") else "md5" if record.get("md5") else None
-    if algorithm is None:
-        raise PackError(
-            f"broken pack: {label} has no sha256 or md5 in repodata.json, so it cannot be verified",
-            DAMAGED_HINT,
-        )
-    hexdigest = digests.sha256(package.path) if digests is not None and algorithm == "sha256" else None
-    if hexdigest is not None:
-        task.advance(size)
+    if checksum:
+        verify_checksum(package, task, digests)
     else:
-        digest = hashlib.new(algorithm)
-        with open(package.path, "rb") as f:
-            while chunk := f.read(HASH_CHUNK):
-                digest.update(chunk)
-                task.advance(len(chunk))
-        hexdigest = digest.hexdigest()
-    if hexdigest != str(record[algorithm]).lower():
-        raise PackError(
-            f"broken pack: {label} does not match its {algorithm} in repodata.json",
-            # pixi-pack --use-cache takes cache hits unverified: rebuilding from it repeats this.
-            f"{DAMAGED_HINT} (if pixi-pack wrote it with --use-cache, clear that cache first)",
-        )
+        expected_checksum(package)  # a record without one is refused all the same
+        task.advance(size)
 
 
-def _collect_packages(root: Path, metadata: PackMetadata) -> list[PackedPackage]:
+def _collect_packages(
+    root: Path, metadata: PackMetadata, extents: Mapping[Path, Extent], *, defer_checksums: bool
+) -> list[PackedPackage]:
     if not (root / CHANNEL_DIR).is_dir():
         raise PackError(f"broken pack: the {CHANNEL_DIR}/ folder is missing", DAMAGED_HINT)
     packages: list[PackedPackage] = []
@@ -224,13 +277,16 @@ def _collect_packages(root: Path, metadata: PackMetadata) -> list[PackedPackage]
                         f"its {field} {value!r} is not valid",
                         DAMAGED_HINT,
                     )
+            path = root / CHANNEL_DIR / subdir / file_name
             packages.append(
                 PackedPackage(
                     subdir=subdir,
                     file_name=file_name,
-                    path=root / CHANNEL_DIR / subdir / file_name,
+                    path=path,
                     record=record,
                     origin=metadata.origins.get(f"{subdir}/{file_name}"),
+                    extent=extents.get(path),
+                    checksum_deferred=defer_checksums and path in extents,
                 )
             )
     return packages
@@ -253,21 +309,35 @@ def _collect_wheels(root: Path, packages: list[PackedPackage]) -> list[Path]:
 
 
 def validate_pack(
-    root: Path, reporter: Reporter, *, platform: str | None = None, digests: PackageDigests | None = None
+    root: Path,
+    reporter: Reporter,
+    *,
+    platform: str | None = None,
+    digests: PackageDigests | None = None,
+    extents: Mapping[Path, Extent] | None = None,
+    defer_checksums: bool = False,
 ) -> ValidatedPack:
     """Check the extracted pack at ``root`` for ``platform`` (default: this machine).
 
     ``digests`` holds sha256s already computed during extraction; files it lacks are read here.
+    ``extents`` says where the package files that extraction left inside the pack are. With
+    ``defer_checksums`` the checksums of those are left to the installer, which must verify
+    them before it links anything (install/seed.py does, while extracting them).
     """
     metadata = _check_metadata(root, platform or current_platform(), reporter)
-    packages = _collect_packages(root, metadata)
+    packages = _collect_packages(root, metadata, extents or {}, defer_checksums=defer_checksums)
     wheels = _collect_wheels(root, packages)
     total = sum(int(p.record.get("size") or 0) for p in packages)
     task = reporter.task("Verifying packages", total or None, "B")
     try:
         with ThreadPoolExecutor(HASH_WORKERS) as pool:
             # list() re-raises the first failure; the pool waits for the others before leaving.
-            list(pool.map(lambda p: _verify(p, task, digests), packages))
+            list(
+                pool.map(
+                    lambda p: _verify(p, task, digests, checksum=not p.checksum_deferred),
+                    packages,
+                )
+            )
     finally:
         task.done()
     reporter.debug(f"pack verified: {len(packages)} conda packages, {len(wheels)} wheels")

@@ -1,12 +1,17 @@
 """The rattler backend: py-rattler's installer (pixi-unpack's engine) on the pack's own records.
 
-Records come from the pack's ``channel/<subdir>/repodata.json`` read by rattler's own parser, with
-``file://`` URLs into the extracted pack, so nothing touches the network. Beyond pixi-unpack:
+Records come from the pack's ``channel/<subdir>/repodata.json`` read by rattler's own parser.
+The packages are first extracted into rattler's package cache straight out of the pack, and
+verified on the way (seed.py); ``rattler.install`` then finds every package in its cache and
+only links. Its records keep their original URLs, so rattler itself writes them into conda-meta,
+and a client that refuses every request makes sure nothing is fetched. Where that cannot run
+(no named pipes, or a rattler that does not see the entries), the packages are copied out of the
+pack, verified, and handed over as ``file://`` URLs instead. Beyond pixi-unpack:
 
 - post-link scripts run (``execute_link_scripts=True``) and a failing one fails the install, as
   with conda: both backends then build the same environment from the same pack. (pixi-unpack skips
   them; a pack's packages are trusted to the same degree as the binaries they install.)
-- each ``conda-meta/<pkg>.json`` gets its original ``url``/``channel`` back from the pack's origins,
+- each ``conda-meta/<pkg>.json`` has its original ``url``/``channel`` from the pack's origins,
   so ``conda list`` shows e.g. ``conda-forge`` and ``conda list --explicit`` the original URLs;
 - ``conda-meta/history`` gets a real revision (rattler leaves it empty), so
   ``conda list --revisions`` works.
@@ -17,19 +22,27 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import tarfile
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from rattler import Channel, RepoData
 from rattler import install as rattler_install
 from rattler.install import InstallerReporter
+from rattler.networking import Client, MirrorMiddleware
+from rattler.package_cache import PackageCache
 
 from conda_pixi_pack import __version__
 from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.extract import fill_placeholders
+from conda_pixi_pack.install.seed import SeedUnavailable, seed_cache
 from conda_pixi_pack.layout import REPODATA_FILE
+from conda_pixi_pack.validate import verify_checksum
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,6 +60,9 @@ QUIET_INTERVAL: Final = 0.3
 STRAY_FILES: Final = frozenset({"CACHEDIR.TAG"})
 #: Hosts whose channel URLs conda abbreviates to the channel name (``conda-forge``) in history.
 ANACONDA_ORG: Final = "https://conda.anaconda.org/"
+#: Where the refusing client sends any request: a scheme rattler's HTTP client never fetches,
+#: named so that an error quoting it says why.
+NOWHERE: Final = "file:///conda-pixi-pack-installs-offline/"
 
 
 class _Progress(InstallerReporter):
@@ -69,17 +85,53 @@ class _Progress(InstallerReporter):
             self.failed_post_links.append(self._scripts.get(index, "?"))
 
 
-def _records(packages: list[PackedPackage]) -> list[RepoDataRecord]:
-    """rattler's records for exactly ``packages``, parsed from their subdir's repodata.json."""
-    wanted: dict[Path, set[str]] = {}
+def _records(packages: list[PackedPackage]) -> list[tuple[PackedPackage, RepoDataRecord]]:
+    """Each of ``packages`` with rattler's record for it, parsed from its subdir's repodata.json
+    (with a ``file://`` URL into the extracted pack)."""
+    wanted: dict[Path, dict[str, PackedPackage]] = {}
     for package in packages:
-        wanted.setdefault(package.path.parent, set()).add(package.file_name)
-    records: list[RepoDataRecord] = []
-    for subdir_dir, names in wanted.items():
+        wanted.setdefault(package.path.parent, {})[package.file_name] = package
+    pairs: list[tuple[PackedPackage, RepoDataRecord]] = []
+    for subdir_dir, by_name in wanted.items():
         channel = Channel(subdir_dir.parent.resolve().as_uri())
         repodata = RepoData.from_path(subdir_dir / REPODATA_FILE)
-        records += [r for r in repodata.into_repo_data(channel) if r.file_name in names]
-    return records
+        records = repodata.into_repo_data(channel)
+        pairs += [(by_name[r.file_name], r) for r in records if r.file_name in by_name]
+    return pairs
+
+
+def _provenance(package: PackedPackage, record: RepoDataRecord) -> tuple[str, str]:
+    """The URL and channel conda-meta should show: the original ones where the pack has them,
+    else the package's place in the extracted pack (what pixi-unpack records)."""
+    if package.origin is None:
+        return record.url, record.channel
+    # "<channel>/<subdir>/<file name>" -> "<channel>/" when the pack did not name the channel.
+    return package.origin.url, package.origin.channel or package.origin.url.rsplit("/", 2)[0] + "/"
+
+
+def _point_at_origins(
+    pairs: list[tuple[PackedPackage, RepoDataRecord]], wanted: dict[str, tuple[str, str]]
+) -> tuple[Client, dict[str, tuple[str, str]]]:
+    """Give each record the URL and channel conda-meta should show (rattler writes them there),
+    and return a client that refuses every request: the packages are all in the cache already,
+    and an original URL must never be fetched (the point is to install offline, exactly the
+    pack's packages). Also returns the entries to rewrite afterwards: those whose URL rattler
+    does not take (it parses them; the pack is someone else's)."""
+    refused: dict[str, list[str]] = {}
+    rewrite: dict[str, tuple[str, str]] = {}
+    for package, record in pairs:
+        name = _meta_name(package.record)
+        url, channel = wanted[name]
+        if url == record.url:
+            continue
+        try:
+            record.url, record.channel = url, channel
+        except Exception:  # py-rattler's own error types: the URL does not parse
+            rewrite[name] = (url, channel)
+            continue
+        if urlsplit(url).scheme != "file":
+            refused[record.url] = [NOWHERE]
+    return (Client([MirrorMiddleware(refused)]) if refused else Client()), rewrite
 
 
 def _channel_name(channel: str) -> str:
@@ -91,8 +143,9 @@ def _channel_name(channel: str) -> str:
     return channel
 
 
-def _meta_path(prefix: Path, record: dict[str, Any]) -> Path:
-    return prefix / "conda-meta" / f"{record['name']}-{record['version']}-{record['build']}.json"
+def _meta_name(record: dict[str, Any]) -> str:
+    """The package's file name in conda-meta (``<name>-<version>-<build>.json``)."""
+    return f"{record['name']}-{record['version']}-{record['build']}.json"
 
 
 def _dump_meta(meta: dict[str, Any]) -> str:
@@ -106,29 +159,29 @@ def _dump_meta(meta: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def _restore_provenance(prefix: Path, packages: list[PackedPackage]) -> tuple[dict[str, str], set[str]]:
-    """Put the original URL and channel back into conda-meta (where rattler wrote file:// ones).
-
-    Returns each package's channel (by conda-meta file name) for the history, and which of
-    ``STRAY_FILES`` packages own.
-    """
-    channels: dict[str, str] = {}
-    owned: set[str] = set()
-    for package in packages:
-        path = _meta_path(prefix, package.record)
+def _restore_provenance(prefix: Path, rewrite: dict[str, tuple[str, str]]) -> None:
+    """Write the wanted ``url``/``channel`` into the conda-meta files named in ``rewrite``."""
+    for name, (url, channel) in rewrite.items():
+        path = prefix / "conda-meta" / name
         meta = json.loads(path.read_text(encoding="utf-8"))
-        owned.update(STRAY_FILES.intersection(meta.get("files") or ()))
-        if package.origin is None:
-            channels[path.name] = str(meta.get("channel") or "")
-            continue
-        meta["url"] = package.origin.url
-        # "<channel>/<subdir>/<file name>" -> "<channel>/" when the pack did not name the channel.
-        meta["channel"] = package.origin.channel or package.origin.url.rsplit("/", 2)[0] + "/"
-        channels[path.name] = meta["channel"]
+        meta["url"], meta["channel"] = url, channel
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(_dump_meta(meta), encoding="utf-8")
         os.replace(tmp, path)
-    return channels, owned
+
+
+def _owners(prefix: Path, names: frozenset[str]) -> set[str]:
+    """Which of ``names`` (files at the prefix's root) some installed package lists as its own.
+
+    The text is searched before it is parsed: the JSON of a large environment is tens of MB.
+    """
+    owned: set[str] = set()
+    for path in (prefix / "conda-meta").glob("*.json"):
+        text = path.read_text(encoding="utf-8")
+        candidates = {name for name in names if f'"{name}"' in text}
+        if candidates:
+            owned |= candidates.intersection(json.loads(text).get("files") or ())
+    return owned
 
 
 def _remove_stray_files(prefix: Path, owned: set[str]) -> None:
@@ -141,8 +194,9 @@ def _remove_stray_files(prefix: Path, owned: set[str]) -> None:
         (prefix / name).unlink(missing_ok=True)
 
 
-def _write_history(prefix: Path, packages: list[PackedPackage], channels: dict[str, str]) -> None:
-    """One conda-style revision listing every package, unless rattler already wrote one."""
+def _write_history(prefix: Path, channels: dict[str, str]) -> None:
+    """One conda-style revision listing every package (``channels``: each one's channel by
+    conda-meta file name), unless rattler already wrote one."""
     history = prefix / "conda-meta" / "history"
     if history.is_file() and history.read_text(encoding="utf-8").strip():
         return
@@ -150,11 +204,7 @@ def _write_history(prefix: Path, packages: list[PackedPackage], channels: dict[s
         f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} <==",
         f"# cmd: conda-pixi-pack unpack (conda-pixi-pack {__version__}, rattler backend)",
     ]
-    dists = []
-    for package in packages:
-        record = package.record
-        channel = channels[_meta_path(prefix, record).name]
-        dists.append(f"+{_channel_name(channel)}::{record['name']}-{record['version']}-{record['build']}")
+    dists = [f"+{_channel_name(channel)}::{name.removesuffix('.json')}" for name, channel in channels.items()]
     history.write_text("\n".join(lines + sorted(dists)) + "\n", encoding="utf-8")
 
 
@@ -197,18 +247,95 @@ def install_with_rattler(
 ) -> None:
     """Install ``packages`` into the new ``prefix`` with rattler; raises PackError on any failure.
 
+    Packages whose checksum validation deferred are verified before anything is linked.
     ``pkgs_dir`` keeps the extracted packages for later runs; without it they go to a temporary
     folder beside ``prefix`` (same file system, so rattler can hard-link) removed at the end.
     ``on_linked`` is called once the package files are no longer needed (the caller may start
     removing them while the metadata is finished).
     """
-    records = _records(packages)
+    pairs = _records(packages)
+    wanted = {_meta_name(package.record): _provenance(package, record) for package, record in pairs}
     temp_cache = None
     if pkgs_dir is None:
         temp_cache = tempfile.TemporaryDirectory(
             prefix=".conda-pixi-pack-cache-", dir=prefix.parent, ignore_cleanup_errors=True
         )
     cache = pkgs_dir if pkgs_dir is not None else Path(temp_cache.name)  # type: ignore[union-attr]
+    try:
+        client, rewrite = _prepare(pairs, wanted, cache, reporter)
+    except BaseException:
+        if temp_cache is not None:
+            temp_cache.cleanup()
+        raise
+    cleaner = _run_install(
+        [record for _, record in pairs], prefix, cache, temp_cache, client, reporter, on_linked
+    )
+    try:
+        _restore_provenance(prefix, rewrite)
+        _remove_stray_files(prefix, _owners(prefix, STRAY_FILES))
+        _write_history(prefix, {name: channel for name, (_, channel) in wanted.items()})
+    finally:
+        if cleaner is not None:
+            cleaner.join()
+
+
+def _prepare(
+    pairs: list[tuple[PackedPackage, RepoDataRecord]],
+    wanted: dict[str, tuple[str, str]],
+    cache: Path,
+    reporter: Reporter,
+) -> tuple[Client | None, dict[str, tuple[str, str]]]:
+    """Verify every package and put it where rattler takes it from; returns the client rattler
+    fetches with and the conda-meta entries (by file name) to rewrite afterwards to ``(url,
+    channel)``.
+
+    First choice: every package extracted into the cache (seed.py), records with their original
+    URLs and a client that fetches nothing. Otherwise: package files (copied out of the pack
+    where extraction left them there) behind ``file://`` URLs, provenance rewritten afterwards.
+    """
+    packages = [package for package, _ in pairs]
+    records = [record for _, record in pairs]
+    try:
+        seeded = seed_cache(packages, cache, reporter)
+    except SeedUnavailable as exc:
+        reporter.debug(f"installing from package files: {exc}")
+    else:
+        for package in packages:  # already in the cache: not extracted, so not verified yet
+            if package.checksum_deferred and package.path not in seeded:
+                verify_checksum(package)
+        if asyncio.run(_all_cached(cache, records)):
+            return _point_at_origins(pairs, wanted)
+        reporter.debug("rattler does not see the extracted packages in its cache: installing from files")
+    try:
+        fill_placeholders({p.path: p.extent for p in packages if p.extent is not None})
+    except (OSError, tarfile.TarError) as exc:
+        raise PackError(f"cannot copy the packages out of the pack: {exc}") from exc
+    for package in packages:  # what rattler reads now, which it does not verify itself
+        if package.extent is not None:
+            verify_checksum(replace(package, extent=None))
+    # rattler writes the file:// URLs; the original ones replace them afterwards.
+    return None, {
+        _meta_name(p.record): wanted[_meta_name(p.record)] for p in packages if p.origin is not None
+    }
+
+
+async def _all_cached(cache: Path, records: list[RepoDataRecord]) -> bool:
+    """Whether rattler's own cache index finds every record in ``cache`` (so nothing is fetched)."""
+    index = await PackageCache(cache).index()
+    return all(index.contains_record(record) for record in records)
+
+
+def _run_install(
+    records: list[RepoDataRecord],
+    prefix: Path,
+    cache: Path,
+    temp_cache: tempfile.TemporaryDirectory[str] | None,
+    client: Client | None,
+    reporter: Reporter,
+    on_linked: Callable[[], None] | None,
+) -> threading.Thread | None:
+    """``rattler.install`` into the new ``prefix``, its failures as PackError; returns the thread
+    removing ``temp_cache`` (the caller joins it once conda-meta is finished)."""
     task = reporter.task("Installing packages", len(records), "pkg")
     progress = _Progress(task)
     try:
@@ -220,6 +347,7 @@ def install_with_rattler(
                 installed_packages=[],
                 execute_link_scripts=True,
                 show_progress=False,
+                client=client,
                 reporter=progress,
             )
         )
@@ -229,30 +357,27 @@ def install_with_rattler(
             temp_cache.cleanup()
         if not isinstance(exc, Exception):
             raise
-        # rattler raises its own types for broken packages, link errors, ...
+        # rattler raises its own types for broken packages, link errors, ...; its messages name
+        # the original URLs, which it was reading from the pack (say so: nothing went online).
         raise PackError(f"installing the packages into {prefix} failed: {exc}") from exc
     finally:
         task.done()
     if on_linked is not None:
         on_linked()
-    # The prefix holds hard links to the extracted packages, so the temporary cache can go now:
-    # its ~10,000 unlinks run in a thread (they release the GIL) while conda-meta is rewritten.
     cleaner = None
     if temp_cache is not None:
+        # The prefix holds hard links to the extracted packages, so the temporary cache can go
+        # now: its ~10,000 unlinks run in a thread (they release the GIL) meanwhile.
         cleaner = threading.Thread(target=temp_cache.cleanup, name="remove-temporary-cache")
         cleaner.start()
-    try:
-        if progress.failed_post_links:
-            raise PackError(
-                f"the post-link script of {', '.join(sorted(progress.failed_post_links))} failed",
-                # rattler logs the script's output only to its own (Rust) log, which py-rattler
-                # does not pass on; conda's installer reports it.
-                "the environment was not created; to see the script's output, "
-                "unpack with --installer conda where conda is installed",
-            )
-        channels, owned = _restore_provenance(prefix, packages)
-        _remove_stray_files(prefix, owned)
-        _write_history(prefix, packages, channels)
-    finally:
+    if progress.failed_post_links:
         if cleaner is not None:
             cleaner.join()
+        raise PackError(
+            f"the post-link script of {', '.join(sorted(progress.failed_post_links))} failed",
+            # rattler logs the script's output only to its own (Rust) log, which py-rattler
+            # does not pass on; conda's installer reports it.
+            "the environment was not created; to see the script's output, "
+            "unpack with --installer conda where conda is installed",
+        )
+    return cleaner

@@ -1,0 +1,284 @@
+"""Extract the pack's packages into rattler's package cache, verifying them on the way.
+
+``rattler.install`` extracts each package into its cache, then links it into the prefix. Fed
+``file://`` URLs it wants every package as a file of its own (500 MB copied out of a large
+pack first) and checks no checksum, so unpack would also have to hash every package before
+anything is linked. Here worker processes (seed_worker.py) extract the packages with rattler's own
+extractor, reading each straight out of the pack through a named pipe (``splice``: the kernel
+moves the pack's pages into the pipe), and answer each archive's sha256 and md5, computed while
+extracting. Only when every package matches its record are the extracted folders renamed into
+the cache, under the names rattler looks them up by; ``rattler.install`` then only links.
+
+Nothing unverified is ever visible in the cache: extraction goes to a private staging folder
+inside it (same file system, so the rename is atomic). The caller checks with rattler's own
+cache index that rattler sees the entries, and otherwise installs the slow way.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Final
+
+from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.layout import CONDA_SUFFIX, TAR_BZ2_SUFFIX
+from conda_pixi_pack.targets import remove_uninterrupted
+from conda_pixi_pack.validate import checksum_error, expected_checksum
+
+if TYPE_CHECKING:
+    from conda_pixi_pack.extract import Extent
+    from conda_pixi_pack.install import PackedPackage
+    from conda_pixi_pack.progress import Reporter, Task
+
+#: At most this many extraction processes (each extracts one package at a time).
+MAX_WORKERS: Final = 8
+#: Bytes moved into a pipe per call.
+PIPE_CHUNK: Final = 1 << 20
+#: How long to wait for an answer between tries while a worker has not yet opened its pipe (seconds).
+OPEN_RETRY: Final = 0.0005
+#: The staging folder's name in the cache: hidden, as rattler's own temporary folders there.
+STAGING_PREFIX: Final = ".conda-pixi-pack-seed-"
+
+
+class SeedUnavailable(Exception):
+    """Seeding cannot run here (no worker process, no named pipes): install the slow way."""
+
+
+def seeding_available() -> bool:
+    """Named pipes exist here (not on Windows) and so does an interpreter to run workers in."""
+    return hasattr(os, "mkfifo") and bool(sys.executable)
+
+
+def cache_entry_name(record: dict[str, object]) -> str:
+    """The folder rattler's cache keeps a package in: ``<name>-<version>-<build>``."""
+    return f"{str(record['name']).lower()}-{record['version']}-{record['build']}"
+
+
+class _WorkerGone(Exception):
+    """A worker process stopped answering."""
+
+
+class _Worker:
+    """One seed_worker.py process and its request/answer lines."""
+
+    def __init__(self) -> None:
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "conda_pixi_pack.install.seed_worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                encoding="utf-8",
+                bufsize=1,
+            )
+        except OSError as exc:
+            raise SeedUnavailable(f"cannot start an extraction process: {exc}") from exc
+        self.stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
+        self.stdout: IO[str] = self.process.stdout  # type: ignore[assignment]
+
+    def request(self, source: Path, destination: Path) -> None:
+        try:
+            self.stdin.write(f"{source}\t{destination}\n")
+            self.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise _WorkerGone from None
+
+    def answer(self) -> tuple[str, str] | str:
+        """``(sha256, md5)`` of the archive just extracted, or rattler's error message."""
+        line = self.stdout.readline()
+        if not line:
+            raise _WorkerGone
+        kind, _, rest = line.rstrip("\n").partition("\t")
+        if kind == "ok":
+            sha256, _, md5 = rest.partition("\t")
+            return sha256, md5
+        return rest
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, *, kill: bool) -> None:
+        if kill:
+            self.process.kill()
+        for stream in (self.stdin, self.stdout):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+        self.process.wait()
+
+
+def _open_writer(fifo: Path, worker: _Worker) -> int | None:
+    """The pipe's writing end, once the worker has opened it for reading; None when the worker
+    answered without opening it (rattler refused the request). Never blocks on a dead worker,
+    as a plain ``open`` would."""
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+        else:
+            os.set_blocking(fd, True)
+            return fd
+        if not worker.alive():
+            raise _WorkerGone
+        answered, _, _ = select.select([worker.stdout], [], [], OPEN_RETRY)
+        if answered:
+            return None
+
+
+def _pump(extent: Extent, fifo: Path, worker: _Worker) -> None:
+    """Move the package's bytes from the pack into the pipe the worker reads.
+
+    ``os.splice`` is Linux's; elsewhere (macOS) the bytes pass through a buffer here.
+    """
+    out = _open_writer(fifo, worker)
+    if out is None:
+        return
+    try:
+        with open(extent.file, "rb") as pack:
+            offset, left = extent.offset, extent.size
+            while left > 0:
+                if hasattr(os, "splice"):
+                    done = os.splice(pack.fileno(), out, min(left, PIPE_CHUNK), offset_src=offset)
+                else:
+                    data = os.pread(pack.fileno(), min(left, PIPE_CHUNK), offset)
+                    done = len(data)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(out, view) :]
+                if done == 0:
+                    raise PackError(f"the pack {extent.file} was cut short while being unpacked")
+                offset += done
+                left -= done
+    except BrokenPipeError:
+        pass  # the worker stopped reading: its answer says why
+    finally:
+        os.close(out)
+
+
+class _Seeding:
+    """Workers extracting a queue of packages into ``staging``, biggest first."""
+
+    def __init__(self, packages: list[PackedPackage], staging: Path, task: Task) -> None:
+        self.staging = staging
+        self.task = task
+        self.jobs: queue.SimpleQueue[tuple[int, PackedPackage]] = queue.SimpleQueue()
+        for job in sorted(enumerate(packages), key=lambda job: -job[1].size):
+            self.jobs.put(job)
+        self.results: dict[Path, tuple[str, str] | str] = {}
+        self.failures: list[BaseException] = []
+        self.stop = threading.Event()
+
+    def run(self, count: int) -> None:
+        workers: list[_Worker] = []
+        threads: list[threading.Thread] = []
+        try:
+            for _ in range(count):
+                workers.append(_Worker())
+            for worker in workers:
+                thread = threading.Thread(target=self._feed, args=(worker,), name="conda-pixi-pack-seed")
+                thread.start()
+                threads.append(thread)
+            for thread in threads:
+                thread.join()
+        except BaseException:
+            self.stop.set()
+            for worker in workers:  # unblocks the feeding threads (EPIPE, EOF)
+                worker.stop(kill=True)
+            for thread in threads:
+                thread.join()
+            raise
+        for worker in workers:
+            worker.stop(kill=bool(self.failures))
+        if self.failures:
+            failure = self.failures[0]
+            if isinstance(failure, _WorkerGone):
+                raise SeedUnavailable("an extraction process stopped unexpectedly")
+            raise failure
+
+    def _feed(self, worker: _Worker) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    index, package = self.jobs.get_nowait()
+                except queue.Empty:
+                    return
+                destination = self.staging / cache_entry_name(package.record)
+                if package.extent is None:
+                    worker.request(package.path, destination)
+                else:
+                    # rattler tells the archive type by the name's ending
+                    suffix = CONDA_SUFFIX if package.file_name.endswith(CONDA_SUFFIX) else TAR_BZ2_SUFFIX
+                    fifo = self.staging / f"{index}{suffix}"
+                    os.mkfifo(fifo, 0o600)
+                    worker.request(fifo, destination)
+                    _pump(package.extent, fifo, worker)
+                    fifo.unlink()
+                self.results[package.path] = worker.answer()
+                self.task.advance(package.size)
+        except BaseException as exc:  # handed to the main thread, which stops the others
+            self.failures.append(exc)
+            self.stop.set()
+
+
+def seed_cache(packages: list[PackedPackage], cache: Path, reporter: Reporter) -> set[Path]:
+    """Extract ``packages`` into the rattler cache ``cache``; returns the paths of those it
+    verified and placed there (the others, already in the cache or duplicates, are the
+    caller's to verify).
+
+    Raises PackError when a package does not match its record or cannot be extracted (nothing is
+    then added to the cache), SeedUnavailable when it cannot run here.
+    """
+    todo: list[PackedPackage] = []
+    names: set[str] = set()
+    for package in packages:
+        name = cache_entry_name(package.record)
+        if name not in names and not (cache / name).exists():
+            todo.append(package)
+        names.add(name)
+    if not todo:
+        return set()
+    if any("\t" in str(p.path) or "\n" in str(p.path) for p in todo):
+        raise SeedUnavailable("a package path holds a tab or a line break")
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=cache))
+    task = reporter.task("Extracting packages", sum(p.size for p in todo), "B")
+    try:
+        seeding = _Seeding(todo, staging, task)
+        seeding.run(min(os.cpu_count() or 1, MAX_WORKERS, len(todo)))
+        for package in todo:
+            _check(package, seeding.results[package.path])
+        for package in todo:
+            name = cache_entry_name(package.record)
+            try:
+                os.rename(staging / name, cache / name)
+            except OSError:  # made meanwhile by another installer: theirs is as good
+                pass
+        return {p.path for p in todo}
+    finally:
+        task.done()
+        # finishes under a second Ctrl-C too: a hidden half-extracted folder in a --pkgs-dir
+        # would stay there for good
+        interrupted = remove_uninterrupted(lambda: shutil.rmtree(staging, ignore_errors=True))
+        if interrupted and sys.exc_info()[0] is None:
+            raise KeyboardInterrupt
+
+
+def _check(package: PackedPackage, result: tuple[str, str] | str) -> None:
+    label = f"channel/{package.subdir}/{package.file_name}"
+    if isinstance(result, str):
+        raise PackError(f"extracting {label} failed: {result}")
+    algorithm, expected = expected_checksum(package)
+    if (result[0] if algorithm == "sha256" else result[1]) != expected:
+        raise checksum_error(package, algorithm)
