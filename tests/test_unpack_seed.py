@@ -253,3 +253,16 @@ def test_dry_run_checks_the_packages_inside_the_pack(
     alpha.write_bytes(bytes(data))
     with pytest.raises(PackError, match="does not match its sha256"):
         unpack(_options(tar_dir(src, tmp_path / "environment.tar"), tmp_path / "out", dry_run=True))
+
+
+def test_a_cache_path_unfit_for_a_request_line_falls_back_to_files(
+    tmp_path: Path, packages: Callable[..., list[Path]]
+) -> None:
+    """Paths travel to the workers on text lines: a tab in one means the other way, not a failure."""
+    pack = _pack(tmp_path, packages("alpha", "prefixed"))
+    reporter = Recorder()
+    env = unpack(_options(pack, tmp_path / "out", pkgs_dir=tmp_path / "pk\tgs"), reporter).prefix
+    said = "installing from package files: a path cannot be passed to an extraction process"
+    assert any(said in line for line in reporter.lines), reporter.lines
+    assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
+    assert (tmp_path / "pk\tgs" / "alpha-1.0-h0_0" / "info" / "index.json").is_file()

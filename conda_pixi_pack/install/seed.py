@@ -249,8 +249,8 @@ def seed_cache(packages: list[PackedPackage], cache: Path, reporter: Reporter) -
         names.add(name)
     if not todo:
         return set()
-    if any("\t" in str(p.path) or "\n" in str(p.path) for p in todo):
-        raise SeedUnavailable("a package path holds a tab or a line break")
+    if not all(_sendable(path) for path in [cache, *(p.path for p in todo)]):
+        raise SeedUnavailable("a path cannot be passed to an extraction process")
     cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=cache))
     task = reporter.task("Extracting packages", sum(p.size for p in todo), "B")
@@ -273,6 +273,16 @@ def seed_cache(packages: list[PackedPackage], cache: Path, reporter: Reporter) -
         interrupted = remove_uninterrupted(lambda: shutil.rmtree(staging, ignore_errors=True))
         if interrupted and sys.exc_info()[0] is None:
             raise KeyboardInterrupt
+
+
+def _sendable(path: Path) -> bool:
+    """Whether ``path`` fits on a request line (UTF-8, no tab, no line break)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in a POSIX path
+        return False
+    return not any(c in text for c in "\t\n\r")
 
 
 def _check(package: PackedPackage, result: tuple[str, str] | str) -> None:
