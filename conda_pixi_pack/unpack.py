@@ -31,6 +31,7 @@ from conda_pixi_pack.targets import (
     check_prefix,
     make_dirs,
     remove_created,
+    remove_uninterrupted,
     resolve_prefix,
     rmtree,
 )
@@ -126,6 +127,11 @@ class _Undo:
         if self.swap is not None:
             self.swap.rollback(reporter)
         self.cleanup(reporter)
+
+    def rollback_fully(self, reporter: Reporter) -> None:
+        """:meth:`rollback`, run to its end under any number of Ctrl-C (each step can be repeated:
+        it starts again from the first)."""
+        remove_uninterrupted(lambda: self.rollback(reporter))
 
     def cleanup(self, reporter: Reporter) -> None:
         self.join_removals()
@@ -331,17 +337,17 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
         undo.cleanup(reporter)
         return result
     except KeyboardInterrupt:
-        undo.rollback(reporter)
+        undo.rollback_fully(reporter)
         raise UserCancelled() from None
     except PackError:
-        undo.rollback(reporter)
+        undo.rollback_fully(reporter)
         raise
     except OSError as exc:
-        undo.rollback(reporter)
+        undo.rollback_fully(reporter)
         where = f" ({exc.filename})" if exc.filename else ""
         raise PackError(f"unpacking failed: {exc.strerror or exc}{where}") from exc
     except BaseException as exc:
-        undo.rollback(reporter)
+        undo.rollback_fully(reporter)
         if not isinstance(exc, Exception):
             raise
         # Backend errors (e.g. conda's) are failures of this unpack too: one message, traceback chained.

@@ -258,6 +258,7 @@ def _collect_packages(
     if not (root / CHANNEL_DIR).is_dir():
         raise PackError(f"broken pack: the {CHANNEL_DIR}/ folder is missing", DAMAGED_HINT)
     packages: list[PackedPackage] = []
+    seen: dict[str, str] = {}
     for subdir, records in read_repodata(root).items():
         for file_name in sorted(records):
             _safe_file_name(subdir, file_name)
@@ -278,6 +279,16 @@ def _collect_packages(
                         DAMAGED_HINT,
                     )
             path = root / CHANNEL_DIR / subdir / file_name
+            name = str(record["name"])
+            if name in seen:
+                # One environment holds one package of a name (a lock never has two): both would
+                # write conda-meta and the same files.
+                raise PackError(
+                    f"broken pack: {CHANNEL_DIR}/{subdir}/{file_name} and {seen[name]} "
+                    f"are both the package {name}",
+                    DAMAGED_HINT,
+                )
+            seen[name] = f"{CHANNEL_DIR}/{subdir}/{file_name}"
             packages.append(
                 PackedPackage(
                     subdir=subdir,

@@ -568,6 +568,31 @@ def test_sigterm_without_the_core_catching_it(
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.parametrize("later", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_only_the_first_interrupt_counts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, later: int
+) -> None:
+    """More Ctrl-C (a key held down) or a SIGTERM while the first one's cleanup runs do not cut it
+    short; the first signal decides the exit code; the handlers are back afterwards."""
+    cleaned: list[str] = []
+
+    def behaviour(reporter: Reporter) -> PackResult:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            raise AssertionError("SIGINT did not interrupt")
+        finally:
+            for _ in range(20):
+                os.kill(os.getpid(), later)
+            cleaned.append("cleanup ran to its end")
+
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    monkeypatch.setattr("conda_pixi_pack.pack.pack", fake_pack(behaviour))
+    assert main(["pack", str(tmp_path)]) == 130
+    assert cleaned == ["cleanup ran to its end"]
+    assert capsys.readouterr().err.splitlines()[-1] == "error: interrupted"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
 @pytest.mark.parametrize("output", ["-", "/dev/stdout"])
 def test_refuses_to_write_a_tar_to_a_terminal(output: str) -> None:
     """stdout on a real terminal (a pty): nothing is written to it, one line on stderr."""

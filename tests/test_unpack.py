@@ -729,3 +729,22 @@ def test_replacing_another_environments_script_is_said(
     result = unpack(rattler_options(pack, out, env_name="two"), second)
     assert any(f"replaced the existing {out / 'activate.sh'}" in w for w in second.warnings), second.warnings
     assert str(result.prefix) in (out / "activate.sh").read_text()
+
+
+def test_two_packages_of_one_name_are_refused(tmp_path: Path, packages: Callable[..., list[Path]]) -> None:
+    """A lock never holds two packages of one name; a pack that does would install both over each
+    other (the same conda-meta entry, the same files)."""
+    src = make_pack_dir(tmp_path / "src", packages("alpha", "beta"))
+    subdir = src / "channel" / "linux-64"
+    alpha = next(subdir.glob("alpha-*.conda"))
+    shutil.copy(alpha, subdir / "alpha-1.0-h0_1.conda")
+    repodata = json.loads((subdir / "repodata.json").read_text())
+    repodata["packages.conda"]["alpha-1.0-h0_1.conda"] = dict(repodata["packages.conda"][alpha.name])
+    (subdir / "repodata.json").write_text(json.dumps(repodata))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(
+        PackError, match=r"alpha-1\.0-h0_1\.conda and channel/linux-64/alpha-1\.0-h0_0\.conda"
+    ):
+        unpack(rattler_options(tar_dir(src, tmp_path / "environment.tar"), out))
+    assert leftovers(out) == []

@@ -4,6 +4,7 @@ to installing from package files when that cannot run."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.install import seed
 from conda_pixi_pack.progress import Reporter
 from conda_pixi_pack.unpack import UnpackOptions, unpack
+from tests.support.packages import PackageSpec, build_package
 from tests.support.packs import make_pack_dir, tar_dir
 
 if TYPE_CHECKING:
@@ -187,10 +189,10 @@ def test_a_worker_that_dies_falls_back_to_files(
     pack = _pack(tmp_path, packages("alpha", "beta", "prefixed"))
     real_pump = seed._pump
 
-    def pump_after_killing(extent: object, fifo: Path, worker: seed._Worker) -> None:
+    def pump_after_killing(pack: int, offset: int, size: int, fifo: Path, worker: seed._Worker) -> None:
         worker.process.kill()
         worker.process.wait()
-        real_pump(extent, fifo, worker)  # type: ignore[arg-type]
+        real_pump(pack, offset, size, fifo, worker)
 
     monkeypatch.setattr(seed, "_pump", pump_after_killing)
     cache = tmp_path / "pkgs"
@@ -226,11 +228,11 @@ def test_ctrl_c_while_extracting_stops_the_workers(
     real_pump = seed._pump
     calls: list[Path] = []
 
-    def interrupted_second_time(extent: object, fifo: Path, worker: seed._Worker) -> None:
+    def interrupted_second_time(pack: int, offset: int, size: int, fifo: Path, worker: seed._Worker) -> None:
         calls.append(fifo)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        real_pump(extent, fifo, worker)  # type: ignore[arg-type]
+        real_pump(pack, offset, size, fifo, worker)
 
     monkeypatch.setattr(seed, "_pump", interrupted_second_time)
     out, cache = tmp_path / "out", tmp_path / "pkgs"
@@ -266,3 +268,77 @@ def test_a_cache_path_unfit_for_a_request_line_falls_back_to_files(
     assert any(said in line for line in reporter.lines), reporter.lines
     assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
     assert (tmp_path / "pk\tgs" / "alpha-1.0-h0_0" / "info" / "index.json").is_file()
+
+
+def test_cache_entries_record_their_sha256_for_rattler(
+    tmp_path: Path, packages: Callable[..., list[Path]]
+) -> None:
+    """Each entry placed in the cache gets rattler's metadata file (revision, then sha256), so that
+    rattler and pixi, using the same cache later, tell it from another build of the same name."""
+    (alpha,) = packages("alpha")
+    cache = tmp_path / "pkgs"
+    unpack(_options(_pack(tmp_path, [alpha, *packages("beta")]), tmp_path / "out", pkgs_dir=cache))
+    metadata = (cache / "alpha-1.0-h0_0.lock").read_bytes()
+    assert int.from_bytes(metadata[:8], "big") == 1
+    assert metadata[8:].hex() == hashlib.sha256(alpha.read_bytes()).hexdigest()
+
+
+def test_another_build_of_the_same_name_in_the_cache_is_not_linked(
+    tmp_path: Path, packages: Callable[..., list[Path]]
+) -> None:
+    """A --pkgs-dir holding alpha-1.0-h0_0 from another pack, with other contents: this pack's
+    alpha is what gets installed (rattler sees the sha256 differ and extracts it again)."""
+    other = build_package(
+        PackageSpec("alpha", "1.0", "h0_0", depends=["beta >=1"], files={"share/alpha/README": "EVIL\n"}),
+        tmp_path / "other-channel",
+    )
+    cache = tmp_path / "pkgs"
+    unpack(_options(_pack(tmp_path / "first", [other, *packages("beta")]), tmp_path / "o1", pkgs_dir=cache))
+    assert (tmp_path / "o1" / "env" / "share" / "alpha" / "README").read_text() == "EVIL\n"
+    env = unpack(_options(_pack(tmp_path, packages("alpha", "beta")), tmp_path / "o2", pkgs_dir=cache)).prefix
+    assert (env / "share" / "alpha" / "README").read_text() == "alpha\n"
+
+
+def test_a_rattler_folder_in_the_working_directory_is_not_imported(
+    tmp_path: Path, packages: Callable[..., list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers are Python processes: the folder unpack runs in must not feed them modules."""
+    evil = tmp_path / "downloads"
+    (evil / "rattler" / "package_streaming").mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (evil / "rattler" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (evil / "rattler" / "package_streaming" / "__init__.py").write_text("")
+    monkeypatch.chdir(evil)
+    reporter = Recorder()
+    env = unpack(_options(_pack(tmp_path, packages("alpha", "prefixed")), tmp_path / "out"), reporter).prefix
+    assert not marker.exists()
+    assert not any("installing from" in line for line in reporter.lines), reporter.lines
+    assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
+
+
+def test_paths_reach_the_workers_whatever_the_locale(
+    tmp_path: Path, packages: Callable[..., list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONIOENCODING", "latin-1")
+    cache = tmp_path / "pkgs-É"
+    reporter = Recorder()
+    unpack(_options(_pack(tmp_path, packages("alpha", "beta")), tmp_path / "out", pkgs_dir=cache), reporter)
+    assert not any("installing from" in line for line in reporter.lines), reporter.lines
+    assert (cache / "alpha-1.0-h0_0" / "info" / "index.json").is_file()
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == [".cache.lock"]
+
+
+def test_no_named_pipes_falls_back_to_files(
+    tmp_path: Path, packages: Callable[..., list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that refuses named pipes (FAT, SMB) is no failure: the other way is taken."""
+
+    def refused(path: object, mode: int = 0o666) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(os, "mkfifo", refused)
+    reporter = Recorder()
+    env = unpack(_options(_pack(tmp_path, packages("alpha", "prefixed")), tmp_path / "out"), reporter).prefix
+    assert any("installing from package files: cannot use" in line for line in reporter.lines), reporter.lines
+    assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
+    assert _leftovers(tmp_path / "out") == ["activate.sh", "env"]

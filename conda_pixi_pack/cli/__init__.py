@@ -69,6 +69,9 @@ class _Parser(argparse.ArgumentParser):
 class Signals:
     """What :func:`terminate_as_interrupt` saw: SIGTERM changes the exit code, not the cleanup."""
 
+    #: The run was interrupted (Ctrl-C or SIGTERM); later signals are ignored.
+    interrupted: bool = False
+    #: The interruption was SIGTERM.
     terminated: bool = False
 
 
@@ -183,12 +186,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 @contextmanager
 def terminate_as_interrupt(signals: Signals | None = None) -> Iterator[Signals]:
-    """Treat SIGTERM (a CI cancel, ``kill``) like Ctrl-C, so the same cleanup runs.
+    """Treat SIGTERM (a CI cancel, ``kill``) like Ctrl-C, so the same cleanup runs, and let only
+    the first of them interrupt.
 
     Python's default for SIGTERM ends the process at once, leaving temporary folders and partial
     files behind; as a KeyboardInterrupt it unwinds through every ``finally`` and rollback. The
     core turns that into :class:`~conda_pixi_pack.errors.UserCancelled`, so ``signals`` (yielded)
-    remembers that it was SIGTERM, for the exit code.
+    remembers that it was SIGTERM, for the exit code. A second Ctrl-C (or a stream of them, a
+    key held down) would cut that cleanup short and leave half of it; it is ignored instead: the
+    rollback is fast and then the process exits.
     """
     signals = signals if signals is not None else Signals()
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
@@ -196,14 +202,18 @@ def terminate_as_interrupt(signals: Signals | None = None) -> Iterator[Signals]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        signals.terminated = True
+        if signals.interrupted:
+            return  # the first one's cleanup is running: let it finish
+        signals.interrupted = True
+        signals.terminated = signum == signal.SIGTERM
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield signals
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
@@ -224,16 +234,17 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         return report_error(error, Output(json=True), error.exit_code, str(error))
     output = Output.from_args(args)
     signals = Signals()
-    try:
-        with terminate_as_interrupt(signals):
+    # The error is reported inside the block too: more Ctrl-C meanwhile are still ignored.
+    with terminate_as_interrupt(signals):
+        try:
             return args.func(args, output)
-    except PackError as exc:
-        return report_error(exc, output, _exit_code(exc.exit_code, signals), str(exc))
-    except KeyboardInterrupt as exc:
-        return report_error(exc, output, _exit_code(INTERRUPTED_EXIT, signals), "interrupted")
-    except Exception as exc:
-        line = f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback; please report it)"
-        return report_error(exc, output, _exit_code(1, signals), line)
+        except PackError as exc:
+            return report_error(exc, output, _exit_code(exc.exit_code, signals), str(exc))
+        except KeyboardInterrupt as exc:
+            return report_error(exc, output, _exit_code(INTERRUPTED_EXIT, signals), "interrupted")
+        except Exception as exc:
+            line = f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback; please report it)"
+            return report_error(exc, output, _exit_code(1, signals), line)
 
 
 def _exit_code(code: int, signals: Signals) -> int:
@@ -250,6 +261,11 @@ def run(prog: str = PROG) -> NoReturn:
     is closed and every temporary folder removed, so the process flushes its output and leaves
     without the interpreter's teardown: the exit code is the real one.
     """
+    # Outside main's own handling, a Ctrl-C (one of a stream, after the first) would only print a
+    # traceback of this function: the process ends in a moment anyway. (Ignored only here: the
+    # commands' subprocesses run under main's handler, so they do not inherit "ignore".)
+    for signum in (signal.SIGINT, getattr(signal, "SIGTERM", signal.SIGINT)):
+        signal.signal(signum, signal.SIG_IGN)
     code = main(prog=prog)
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -7,7 +7,9 @@ anything is linked. Here worker processes (seed_worker.py) extract the packages 
 extractor, reading each straight out of the pack through a named pipe (``splice``: the kernel
 moves the pack's pages into the pipe), and answer each archive's sha256 and md5, computed while
 extracting. Only when every package matches its record are the extracted folders renamed into
-the cache, under the names rattler looks them up by; ``rattler.install`` then only links.
+the cache, under the names rattler looks them up by, each with rattler's metadata file recording
+its sha256 (so that rattler, later, tells it from another build of the same name); ``rattler.install``
+then only links.
 
 Nothing unverified is ever visible in the cache: extraction goes to a private staging folder
 inside it (same file system, so the rename is atomic). The caller checks with rattler's own
@@ -19,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import queue
+import secrets
 import select
 import shutil
 import subprocess
@@ -34,7 +37,6 @@ from conda_pixi_pack.targets import remove_uninterrupted
 from conda_pixi_pack.validate import checksum_error, expected_checksum
 
 if TYPE_CHECKING:
-    from conda_pixi_pack.extract import Extent
     from conda_pixi_pack.install import PackedPackage
     from conda_pixi_pack.progress import Reporter, Task
 
@@ -46,6 +48,14 @@ PIPE_CHUNK: Final = 1 << 20
 OPEN_RETRY: Final = 0.0005
 #: The staging folder's name in the cache: hidden, as rattler's own temporary folders there.
 STAGING_PREFIX: Final = ".conda-pixi-pack-seed-"
+#: How a worker starts: its module by import, without the current folder (``""``) on ``sys.path``
+#: (``-m`` would put it first, and a ``rattler/`` folder there would run instead of rattler).
+WORKER_CODE: Final = (
+    "import sys; sys.path = [p for p in sys.path if p]; "
+    "from conda_pixi_pack.install.seed_worker import main; main()"
+)
+#: rattler's cache metadata file (``<entry>.lock``): a big-endian u64 revision, then the sha256.
+REVISION_BYTES: Final = 8
 
 
 class SeedUnavailable(Exception):
@@ -59,7 +69,7 @@ def seeding_available() -> bool:
 
 def cache_entry_name(record: dict[str, object]) -> str:
     """The folder rattler's cache keeps a package in: ``<name>-<version>-<build>``."""
-    return f"{str(record['name']).lower()}-{record['version']}-{record['build']}"
+    return f"{record['name']}-{record['version']}-{record['build']}"
 
 
 class _WorkerGone(Exception):
@@ -67,34 +77,32 @@ class _WorkerGone(Exception):
 
 
 class _Worker:
-    """One seed_worker.py process and its request/answer lines."""
+    """One seed_worker.py process and its request/answer lines (bytes: paths are bytes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cwd: Path) -> None:
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "conda_pixi_pack.install.seed_worker"],
+                [sys.executable, "-c", WORKER_CODE],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                text=True,
-                encoding="utf-8",
-                bufsize=1,
+                cwd=cwd,
             )
         except OSError as exc:
             raise SeedUnavailable(f"cannot start an extraction process: {exc}") from exc
-        self.stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
-        self.stdout: IO[str] = self.process.stdout  # type: ignore[assignment]
+        self.stdin: IO[bytes] = self.process.stdin  # type: ignore[assignment]
+        self.stdout: IO[bytes] = self.process.stdout  # type: ignore[assignment]
 
     def request(self, source: Path, destination: Path) -> None:
         try:
-            self.stdin.write(f"{source}\t{destination}\n")
+            self.stdin.write(os.fsencode(source) + b"\t" + os.fsencode(destination) + b"\n")
             self.stdin.flush()
         except (BrokenPipeError, ValueError):
             raise _WorkerGone from None
 
     def answer(self) -> tuple[str, str] | str:
         """``(sha256, md5)`` of the archive just extracted, or rattler's error message."""
-        line = self.stdout.readline()
+        line = self.stdout.readline().decode("utf-8", "replace")
         if not line:
             raise _WorkerGone
         kind, _, rest = line.rstrip("\n").partition("\t")
@@ -107,7 +115,8 @@ class _Worker:
         return self.process.poll() is None
 
     def stop(self, *, kill: bool) -> None:
-        if kill:
+        """End the process (idempotent): at the end of its requests, or at once with ``kill``."""
+        if kill and self.alive():
             self.process.kill()
         for stream in (self.stdin, self.stdout):
             try:
@@ -137,8 +146,8 @@ def _open_writer(fifo: Path, worker: _Worker) -> int | None:
             return None
 
 
-def _pump(extent: Extent, fifo: Path, worker: _Worker) -> None:
-    """Move the package's bytes from the pack into the pipe the worker reads.
+def _pump(pack: int, offset: int, size: int, fifo: Path, worker: _Worker) -> None:
+    """Move ``size`` bytes at ``offset`` of the open pack into the pipe the worker reads.
 
     ``os.splice`` is Linux's; elsewhere (macOS) the bytes pass through a buffer here.
     """
@@ -146,21 +155,19 @@ def _pump(extent: Extent, fifo: Path, worker: _Worker) -> None:
     if out is None:
         return
     try:
-        with open(extent.file, "rb") as pack:
-            offset, left = extent.offset, extent.size
-            while left > 0:
-                if hasattr(os, "splice"):
-                    done = os.splice(pack.fileno(), out, min(left, PIPE_CHUNK), offset_src=offset)
-                else:
-                    data = os.pread(pack.fileno(), min(left, PIPE_CHUNK), offset)
-                    done = len(data)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(out, view) :]
-                if done == 0:
-                    raise PackError(f"the pack {extent.file} was cut short while being unpacked")
-                offset += done
-                left -= done
+        while size > 0:
+            if hasattr(os, "splice"):
+                done = os.splice(pack, out, min(size, PIPE_CHUNK), offset_src=offset)
+            else:
+                data = os.pread(pack, min(size, PIPE_CHUNK), offset)
+                done = len(data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(out, view) :]
+            if done == 0:
+                raise PackError("the pack was cut short while being unpacked", "copy the pack again")
+            offset += done
+            size -= done
     except BrokenPipeError:
         pass  # the worker stopped reading: its answer says why
     finally:
@@ -168,10 +175,12 @@ def _pump(extent: Extent, fifo: Path, worker: _Worker) -> None:
 
 
 class _Seeding:
-    """Workers extracting a queue of packages into ``staging``, biggest first."""
+    """Workers extracting a queue of packages into ``staging`` (pipes in ``pipes``), biggest first."""
 
-    def __init__(self, packages: list[PackedPackage], staging: Path, task: Task) -> None:
+    def __init__(self, packages: list[PackedPackage], staging: Path, pipes: Path, task: Task) -> None:
+        self.packages = packages
         self.staging = staging
+        self.pipes = pipes
         self.task = task
         self.jobs: queue.SimpleQueue[tuple[int, PackedPackage]] = queue.SimpleQueue()
         for job in sorted(enumerate(packages), key=lambda job: -job[1].size):
@@ -179,13 +188,17 @@ class _Seeding:
         self.results: dict[Path, tuple[str, str] | str] = {}
         self.failures: list[BaseException] = []
         self.stop = threading.Event()
+        self.packs: dict[Path, int] = {}  # each pack file opened once: gone from its folder, still read
 
     def run(self, count: int) -> None:
         workers: list[_Worker] = []
         threads: list[threading.Thread] = []
         try:
+            for package in self.packages:
+                if package.extent is not None and package.extent.file not in self.packs:
+                    self.packs[package.extent.file] = _open_pack(package.extent.file)
             for _ in range(count):
-                workers.append(_Worker())
+                workers.append(_Worker(self.pipes))
             for worker in workers:
                 thread = threading.Thread(target=self._feed, args=(worker,), name="conda-pixi-pack-seed")
                 thread.start()
@@ -194,18 +207,29 @@ class _Seeding:
                 thread.join()
         except BaseException:
             self.stop.set()
-            for worker in workers:  # unblocks the feeding threads (EPIPE, EOF)
-                worker.stop(kill=True)
-            for thread in threads:
-                thread.join()
+            # Run to its end even under more Ctrl-C: no worker may outlive this (it would write
+            # into the staging folder after its removal).
+            remove_uninterrupted(lambda: self._shut_down(workers, threads, kill=True))
             raise
-        for worker in workers:
-            worker.stop(kill=bool(self.failures))
+        finally:
+            for fd in self.packs.values():
+                os.close(fd)
+            self.packs.clear()
+        self._shut_down(workers, threads, kill=bool(self.failures))
         if self.failures:
             failure = self.failures[0]
             if isinstance(failure, _WorkerGone):
                 raise SeedUnavailable("an extraction process stopped unexpectedly")
+            if isinstance(failure, OSError) and failure.filename is not None:
+                raise SeedUnavailable(f"cannot use {failure.filename}: {failure.strerror or failure}")
             raise failure
+
+    @staticmethod
+    def _shut_down(workers: list[_Worker], threads: list[threading.Thread], *, kill: bool) -> None:
+        for worker in workers:  # killing them unblocks the feeding threads (EPIPE, EOF)
+            worker.stop(kill=kill)
+        for thread in threads:
+            thread.join()
 
     def _feed(self, worker: _Worker) -> None:
         try:
@@ -220,16 +244,24 @@ class _Seeding:
                 else:
                     # rattler tells the archive type by the name's ending
                     suffix = CONDA_SUFFIX if package.file_name.endswith(CONDA_SUFFIX) else TAR_BZ2_SUFFIX
-                    fifo = self.staging / f"{index}{suffix}"
+                    fifo = self.pipes / f"{index}{suffix}"
                     os.mkfifo(fifo, 0o600)
                     worker.request(fifo, destination)
-                    _pump(package.extent, fifo, worker)
+                    extent = package.extent
+                    _pump(self.packs[extent.file], extent.offset, extent.size, fifo, worker)
                     fifo.unlink()
                 self.results[package.path] = worker.answer()
                 self.task.advance(package.size)
         except BaseException as exc:  # handed to the main thread, which stops the others
             self.failures.append(exc)
             self.stop.set()
+
+
+def _open_pack(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise PackError(f"the pack {path} disappeared while being unpacked") from None
 
 
 def seed_cache(packages: list[PackedPackage], cache: Path, reporter: Reporter) -> set[Path]:
@@ -251,38 +283,90 @@ def seed_cache(packages: list[PackedPackage], cache: Path, reporter: Reporter) -
         return set()
     if not all(_sendable(path) for path in [cache, *(p.path for p in todo)]):
         raise SeedUnavailable("a path cannot be passed to an extraction process")
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=cache))
-    task = reporter.task("Extracting packages", sum(p.size for p in todo), "B")
+    made: list[Path] = []  # removed at the end, whatever happens
+    task: Task | None = None
     try:
-        seeding = _Seeding(todo, staging, task)
+        cache.mkdir(parents=True, exist_ok=True)
+        _private_dir(cache, made)
+        # Named pipes go to the system's temporary folder: the cache's file system may have none
+        # (FAT, SMB); a private folder, so no one else can open them.
+        _private_dir(Path(tempfile.gettempdir()), made)
+        task = reporter.task("Extracting packages", sum(p.size for p in todo), "B")
+        seeding = _Seeding(todo, made[0], made[1], task)
         seeding.run(min(os.cpu_count() or 1, MAX_WORKERS, len(todo)))
         for package in todo:
             _check(package, seeding.results[package.path])
         for package in todo:
-            name = cache_entry_name(package.record)
-            try:
-                os.rename(staging / name, cache / name)
-            except OSError:  # made meanwhile by another installer: theirs is as good
-                pass
+            _place(made[0], cache, cache_entry_name(package.record), expected_checksum(package))
         return {p.path for p in todo}
+    except OSError as exc:  # the cache or temporary folder refuses something: the other way
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise SeedUnavailable(f"{exc.strerror or exc}{where}") from exc
     finally:
-        task.done()
-        # finishes under a second Ctrl-C too: a hidden half-extracted folder in a --pkgs-dir
-        # would stay there for good
-        interrupted = remove_uninterrupted(lambda: shutil.rmtree(staging, ignore_errors=True))
+        # Finishes under a second Ctrl-C too: a hidden half-extracted folder in a --pkgs-dir
+        # would stay there for good.
+        interrupted = remove_uninterrupted(lambda: _remove_all(made))
+        if task is not None:
+            task.done()
         if interrupted and sys.exc_info()[0] is None:
             raise KeyboardInterrupt
 
 
-def _sendable(path: Path) -> bool:
-    """Whether ``path`` fits on a request line (UTF-8, no tab, no line break)."""
-    text = str(path)
+def _private_dir(parent: Path, made: list[Path]) -> None:
+    """A new folder (mode 0700) in ``parent``, appended to ``made`` *before* it exists (as
+    ``tempfile.mkdtemp`` would not): a Ctrl-C right after its creation cannot leave a folder
+    that nobody knows to remove."""
+    while True:
+        path = parent / f"{STAGING_PREFIX}{secrets.token_hex(6)}"
+        made.append(path)
+        try:
+            path.mkdir(mode=0o700)
+            return
+        except FileExistsError:  # someone else's: never ours to remove
+            made.remove(path)
+
+
+def _remove_all(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _place(staging: Path, cache: Path, name: str, checksum: tuple[str, str]) -> None:
+    """Rename the verified entry ``name`` into the cache, with rattler's metadata for it.
+
+    An entry that appeared meanwhile (another installer) is theirs and stays as it is. rattler's
+    metadata file is the revision (one more than any before it) then the sha256; rattler's own
+    cache index, which the caller consults, reads it back.
+    """
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes in a POSIX path
-        return False
-    return not any(c in text for c in "\t\n\r")
+        os.rename(staging / name, cache / name)
+    except OSError as exc:
+        if (cache / name).is_dir():
+            return
+        raise SeedUnavailable(f"cannot place {name} in {cache}: {exc.strerror or exc}") from exc
+    algorithm, hexdigest = checksum
+    metadata = cache / f"{name}.lock"
+    try:
+        old = metadata.read_bytes()[:REVISION_BYTES]
+    except FileNotFoundError:
+        old = b""
+    revision = int.from_bytes(old, "big") + 1 if len(old) == REVISION_BYTES else 1
+    data = revision.to_bytes(REVISION_BYTES, "big")
+    if algorithm == "sha256":
+        data += bytes.fromhex(hexdigest)
+    _write_file(metadata, data)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` by a rename, so that no reader sees half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _sendable(path: Path) -> bool:
+    """Whether ``path`` fits on a request line (no tab, no line break)."""
+    return not any(c in str(path) for c in "\t\n\r")
 
 
 def _check(package: PackedPackage, result: tuple[str, str] | str) -> None:
