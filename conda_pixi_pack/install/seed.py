@@ -293,7 +293,7 @@ def seed_cache(packages: list[PackedPackage], cache: Path, reporter: Reporter) -
         _private_dir(Path(tempfile.gettempdir()), made)
         task = reporter.task("Extracting packages", sum(p.size for p in todo), "B")
         seeding = _Seeding(todo, made[0], made[1], task)
-        seeding.run(min(os.cpu_count() or 1, MAX_WORKERS, len(todo)))
+        seeding.run(min(_usable_cpus(), MAX_WORKERS, len(todo)))
         for package in todo:
             _check(package, seeding.results[package.path])
         for package in todo:
@@ -324,6 +324,13 @@ def _private_dir(parent: Path, made: list[Path]) -> None:
             return
         except FileExistsError:  # someone else's: never ours to remove
             made.remove(path)
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (a container's or ``taskset``'s limit, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _remove_all(folders: list[Path]) -> None:
