@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
 from conda_pixi_pack.cache import create_new, temp_path
 from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.extract import KERNEL_COPY, UNSUPPORTED_COPY, write_all
 from conda_pixi_pack.layout import TAR_MTIME
 
 if TYPE_CHECKING:
@@ -42,17 +43,9 @@ TAR_ENCODING: Final = "utf-8"
 COPY_BUFFER: Final = 1024 * 1024
 #: Bytes per kernel copy call: large for few syscalls, small enough for progress and Ctrl-C.
 COPY_CHUNK: Final = 16 * 1024 * 1024
-#: Kernel copies to try in order (``os`` function names; Windows and macOS lack the first).
-KERNEL_COPY: Final = ("copy_file_range", "sendfile")
 #: Threads copying file bodies into a regular-file archive. One ``copy_file_range`` is bound by
 #: one core's memory copy; a second thread makes a warm-cache pack ~10-15% faster, more add nothing.
 COPY_WORKERS: Final = min(2, os.cpu_count() or 1)
-#: errno values meaning "this kernel copy does not apply here": try the next way.
-UNSUPPORTED_COPY: Final = frozenset(
-    getattr(errno, name)
-    for name in ("EXDEV", "EINVAL", "ENOSYS", "EBADF", "EOPNOTSUPP", "ENOTSUP", "ENOTSOCK", "EPERM")
-    if hasattr(errno, name)
-)
 
 
 @dataclass(frozen=True)
@@ -116,13 +109,6 @@ def _padding(size: int, unit: int) -> bytes:
     return b"\0" * (-size % unit)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    """``os.write`` until everything is out (a pipe may take less than asked)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class _TarWriter:
     """Writes tar bytes to ``sink``: through its file descriptor where it has one, else ``write``.
 
@@ -149,7 +135,7 @@ class _TarWriter:
 
     def write(self, data: bytes) -> None:
         if self._fd is not None:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
         else:
             self._sink.write(data)
         self.written += len(data)
@@ -195,7 +181,7 @@ class _TarWriter:
         done = source.readinto(view) or 0  # type: ignore[attr-defined]
         if done:
             if self._fd is not None:
-                _write_all(self._fd, view[:done])
+                write_all(self._fd, view[:done])
             else:
                 self._sink.write(view[:done])
         return done

@@ -46,10 +46,14 @@ if TYPE_CHECKING:
 CHUNK_SIZE: Final = 1 << 20
 #: Largest single ``copy_file_range`` request (the kernel caps one call near 2 GiB anyway).
 RANGE_CHUNK: Final = 1 << 30
-#: ``copy_file_range`` errors meaning "not here" (other file systems, old kernels, sandboxes):
-#: the copy then falls back to ``pread``/``write``.
-NO_RANGE_COPY: Final = frozenset(
-    {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM, errno.EBADF}
+#: Kernel copies between descriptors, in the order tried (``sendfile`` also writes into pipes).
+KERNEL_COPY: Final = ("copy_file_range", "sendfile")
+#: Errors of a kernel copy meaning "not for these two files" (a pipe, other file systems, old
+#: kernels, sandboxes, O_APPEND): the next method takes over.
+UNSUPPORTED_COPY: Final = frozenset(
+    getattr(errno, name)
+    for name in ("EXDEV", "EINVAL", "ENOSYS", "EBADF", "EOPNOTSUPP", "ENOTSUP", "ENOTSOCK", "EPERM")
+    if hasattr(errno, name)
 )
 #: The first bytes of a zstd frame: pixi-pack 0.1 wrote packs as zstd-compressed tars.
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
@@ -136,30 +140,43 @@ def _finish(member: tarfile.TarInfo, path: Path, on_file: Callable[[Path], None]
         on_file(path)
 
 
-def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
-    """Copy ``size`` bytes at ``offset`` of ``src`` to the position of ``dst``, in the kernel if it can.
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """``os.write`` until everything is out (a pipe may take less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
-    ``shutil.copyfileobj`` and friends copy whole files or go through Python buffers; this is the
-    one ranged copy the standard library has (``copy_file_range``), with a plain fallback.
+
+def copy_range(src: int, dst: int, offset: int, size: int) -> None:
+    """Copy ``size`` bytes at ``offset`` of ``src`` to the position of ``dst``, in the kernel if it
+    can: ``copy_file_range`` between files, ``sendfile`` into a pipe (or where that is refused),
+    else ``pread``/``write``. Raises EOFError when ``src`` ends first.
+
+    ``shutil.copyfileobj`` and friends copy whole files or go through Python buffers; these are
+    the ranged copies the standard library has.
     """
-    use_range = hasattr(os, "copy_file_range")
+    methods = [m for m in KERNEL_COPY if hasattr(os, m)]
     while size > 0:
-        if use_range:
+        count = min(size, RANGE_CHUNK)
+        done: int | None = None
+        while methods and done is None:
             try:
-                done = os.copy_file_range(src, dst, min(size, RANGE_CHUNK), offset_src=offset)
+                if methods[0] == "copy_file_range":
+                    done = os.copy_file_range(src, dst, count, offset_src=offset)
+                else:
+                    done = os.sendfile(dst, src, offset, count)
             except OSError as exc:
-                if exc.errno not in NO_RANGE_COPY:
+                if exc.errno not in UNSUPPORTED_COPY:
                     raise
-                use_range = False
-                continue
-        else:
-            data = os.pread(src, min(size, CHUNK_SIZE), offset)
+                # not for this pair (a pipe, another file system, an old kernel): nothing was
+                # copied, the next method starts from the same offset
+                methods.pop(0)
+        if done is None:
+            data = os.pread(src, min(count, CHUNK_SIZE), offset)
+            write_all(dst, data)
             done = len(data)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(dst, view) :]
         if done == 0:
-            raise tarfile.ReadError("unexpected end of data")
+            raise EOFError("unexpected end of data")
         offset += done
         size -= done
 
@@ -192,7 +209,7 @@ def _extract_seekable(
                 with data:
                     shutil.copyfileobj(data, out, CHUNK_SIZE)
             else:
-                _copy_range(fd, out.fileno(), member.offset_data, member.size)
+                copy_range(fd, out.fileno(), member.offset_data, member.size)
         _finish(member, path, on_file)
         task.advance(member.size)
     _check_end(tar)
@@ -346,7 +363,7 @@ def fill_placeholders(extents: Mapping[Path, Extent]) -> None:
                 opened[extent.file] = os.open(extent.file, os.O_RDONLY)
             fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
             try:
-                _copy_range(opened[extent.file], fd, extent.offset, extent.size)
+                copy_range(opened[extent.file], fd, extent.offset, extent.size)
             finally:
                 os.close(fd)
     finally:

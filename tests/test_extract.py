@@ -177,8 +177,8 @@ def _extracted(target: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize(
     "copy",
-    ["kernel", "refused", "missing"],
-    ids=["copy_file_range", "copy_file_range-refused", "no-copy_file_range"],
+    ["kernel", "refused", "missing", "no-kernel-copy"],
+    ids=["copy_file_range", "copy_file_range-refused", "no-copy_file_range", "pread-write"],
 )
 def test_file_pack_copies_every_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy: str) -> None:
     """Whatever the kernel offers (other file systems refuse copy_file_range), the bytes are exact."""
@@ -193,6 +193,9 @@ def test_file_pack_copies_every_byte(tmp_path: Path, monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
     elif copy == "missing":
         monkeypatch.delattr(os, "copy_file_range", raising=False)
+    elif copy == "no-kernel-copy":  # neither copy_file_range nor sendfile: through a buffer
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+        monkeypatch.delattr(os, "sendfile", raising=False)
     archive, contents = _pack_like(tmp_path)
     target = tmp_path / "out"
     target.mkdir()

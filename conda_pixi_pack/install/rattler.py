@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tarfile
 import tempfile
 import threading
 import time
@@ -308,7 +307,7 @@ def _prepare(
         reporter.debug("rattler does not see the extracted packages in its cache: installing from files")
     try:
         fill_placeholders({p.path: p.extent for p in packages if p.extent is not None})
-    except (OSError, tarfile.TarError) as exc:
+    except (OSError, EOFError) as exc:
         raise PackError(f"cannot copy the packages out of the pack: {exc}") from exc
     for package in packages:  # what rattler reads now, which it does not verify itself
         if package.extent is not None:

@@ -4,7 +4,7 @@
 ``file://`` URLs it wants every package as a file of its own (500 MB copied out of a large
 pack first) and checks no checksum, so unpack would also have to hash every package before
 anything is linked. Here worker processes (seed_worker.py) extract the packages with rattler's own
-extractor, reading each straight out of the pack through a named pipe (``splice``: the kernel
+extractor, reading each straight out of the pack through a named pipe (``sendfile``: the kernel
 moves the pack's pages into the pipe), and answer each archive's sha256 and md5, computed while
 extracting. Only when every package matches its record are the extracted folders renamed into
 the cache, under the names rattler looks them up by, each with rattler's metadata file recording
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
 from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.extract import copy_range
 from conda_pixi_pack.layout import CONDA_SUFFIX, TAR_BZ2_SUFFIX
 from conda_pixi_pack.targets import remove_uninterrupted
 from conda_pixi_pack.validate import checksum_error, expected_checksum
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 
 #: At most this many extraction processes (each extracts one package at a time).
 MAX_WORKERS: Final = 8
-#: Bytes moved into a pipe per call.
-PIPE_CHUNK: Final = 1 << 20
 #: How long to wait for an answer between tries while a worker has not yet opened its pipe (seconds).
 OPEN_RETRY: Final = 0.0005
 #: The staging folder's name in the cache: hidden, as rattler's own temporary folders there.
@@ -147,29 +146,17 @@ def _open_writer(fifo: Path, worker: _Worker) -> int | None:
 
 
 def _pump(pack: int, offset: int, size: int, fifo: Path, worker: _Worker) -> None:
-    """Move ``size`` bytes at ``offset`` of the open pack into the pipe the worker reads.
-
-    ``os.splice`` is Linux's; elsewhere (macOS) the bytes pass through a buffer here.
-    """
+    """Move ``size`` bytes at ``offset`` of the open pack into the pipe the worker reads (in the
+    kernel where it can: ``sendfile`` moves the pack's pages into the pipe)."""
     out = _open_writer(fifo, worker)
     if out is None:
         return
     try:
-        while size > 0:
-            if hasattr(os, "splice"):
-                done = os.splice(pack, out, min(size, PIPE_CHUNK), offset_src=offset)
-            else:
-                data = os.pread(pack, min(size, PIPE_CHUNK), offset)
-                done = len(data)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(out, view) :]
-            if done == 0:
-                raise PackError("the pack was cut short while being unpacked", "copy the pack again")
-            offset += done
-            size -= done
+        copy_range(pack, out, offset, size)
     except BrokenPipeError:
         pass  # the worker stopped reading: its answer says why
+    except EOFError:
+        raise PackError("the pack was cut short while being unpacked", "copy the pack again") from None
     finally:
         os.close(out)
 
