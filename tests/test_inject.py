@@ -13,6 +13,7 @@ from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.lockfile import LockedConda, LockedWheel
 from conda_pixi_pack.progress import Reporter
 from tests.support.packages import PackageSpec, build_package
+from tests.support.reporting import Recorder
 from tests.support.wheels import build_wheel
 
 if TYPE_CHECKING:
@@ -22,16 +23,6 @@ if TYPE_CHECKING:
 REAL = Path(__file__).resolve().parents[1] / "../shared/fixtures/real-packages/pixi-pack-examples"
 WEBSERVER = "my-webserver-0.1.0-pyh4616a5c_0"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real fixtures absent: {REAL}")
-
-
-class Recorder(Reporter):
-    """Keeps warnings so that tests can assert them."""
-
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
 
 
 def rec(

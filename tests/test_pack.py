@@ -23,14 +23,15 @@ import pytest
 from conda_pixi_pack import __version__, archive, layout
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.pack import PackOptions, PackResult, pack
-from conda_pixi_pack.progress import Reporter
 from tests.support.channel import record_for, write_lock, write_project
 from tests.support.packages import PackageSpec, build_package
+from tests.support.reporting import Recorder
 from tests.support.wheels import build_wheel, sha256_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from conda_pixi_pack.progress import Reporter
     from tests.conftest import Channel
     from tests.support.server import ChannelServer
 
@@ -41,16 +42,6 @@ WEBSERVER_WHEEL = "my_webserver-0.1.0-py3-none-any.whl"
 
 #: The packs below are all for linux-64 (the platform of the fixture locks).
 PLATFORM = "linux-64"
-
-
-class Recorder(Reporter):
-    """Keeps warnings so that tests can assert them."""
-
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
 
 
 def run_pack(project: Path, output: Path, reporter: Reporter | None = None, **kwargs: Any) -> PackResult:

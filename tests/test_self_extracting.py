@@ -21,6 +21,7 @@ from tests.test_extract import _file
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+    from typing import IO
 
 
 CONTENT = {"pixi-pack.json": b"{}", "channel/noarch/a-1-0.conda": bytes(range(256)) * 999, "odd": b"x" * 7}
@@ -34,31 +35,30 @@ def _extracted(target: Path) -> dict[str, bytes]:
     return {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()}
 
 
+def _extract(source: Path | IO[bytes], tmp_path: Path) -> dict[str, bytes]:
+    """What ``extract_tar`` makes of ``source`` in a new folder: each file's bytes by name."""
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_tar(source, target, Reporter())
+    return _extracted(target)
+
+
 @pytest.mark.parametrize("kind", ["sh", "ps1"])
 def test_the_tar_inside_is_extracted(tmp_path: Path, kind: str) -> None:
     script = self_extracting(_tar(tmp_path), tmp_path / f"environment.{kind}", kind)
-    target = tmp_path / "out"
-    target.mkdir()
-    extract_tar(script, target, Reporter())
-    assert _extracted(target) == CONTENT
+    assert _extract(script, tmp_path) == CONTENT
 
 
 def test_decoded_piece_by_piece(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Decoding in steps that split base64 groups gives the same bytes (memory stays flat)."""
     monkeypatch.setattr(embedded, "ENCODED_CHUNK", 4097)
     script = self_extracting(_tar(tmp_path), tmp_path / "environment.sh")
-    target = tmp_path / "out"
-    target.mkdir()
-    extract_tar(script, target, Reporter())
-    assert _extracted(target) == CONTENT
+    assert _extract(script, tmp_path) == CONTENT
 
 
 def test_from_standard_input(tmp_path: Path) -> None:
     script = self_extracting(_tar(tmp_path), tmp_path / "environment.sh")
-    target = tmp_path / "out"
-    target.mkdir()
-    extract_tar(io.BufferedReader(io.BytesIO(script.read_bytes())), target, Reporter())  # type: ignore[arg-type]
-    assert _extracted(target) == CONTENT
+    assert _extract(io.BufferedReader(io.BytesIO(script.read_bytes())), tmp_path) == CONTENT  # type: ignore[arg-type]
 
 
 def _damaged(script: Path, how: str) -> None:
@@ -168,20 +168,14 @@ def test_the_fake_executable_is_never_decoded(tmp_path: Path) -> None:
     """Only the archive's line is read as base64; what follows the end marker is ignored."""
     script = self_extracting(_tar(tmp_path), tmp_path / "environment.sh")
     script.write_bytes(script.read_bytes() + b"\n!!! not base64 at all !!!\n")
-    target = tmp_path / "out"
-    target.mkdir()
-    extract_tar(script, target, Reporter())
-    assert _extracted(target) == CONTENT
+    assert _extract(script, tmp_path) == CONTENT
 
 
 def test_a_marker_line_with_trailing_blanks(tmp_path: Path) -> None:
     """The script's own ``grep "^@@END_HEADER@@"`` accepts it, so do we."""
     script = self_extracting(_tar(tmp_path), tmp_path / "environment.sh")
     script.write_bytes(script.read_bytes().replace(b"\n@@END_HEADER@@\n", b"\n@@END_HEADER@@  \n", 1))
-    target = tmp_path / "out"
-    target.mkdir()
-    extract_tar(script, target, Reporter())
-    assert _extracted(target) == CONTENT
+    assert _extract(script, tmp_path) == CONTENT
 
 
 def test_a_tar_holding_a_marker_line_is_still_a_tar(tmp_path: Path) -> None:

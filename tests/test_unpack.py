@@ -26,7 +26,8 @@ from conda_pixi_pack.unpack import UnpackOptions, choose_installer, unpack
 from conda_pixi_pack.validate import PackageDigests
 from tests.conftest import ACTIVATE_VARIABLE, POST_LINK_MARKER
 from tests.support.packages import PLACEHOLDER, PackageSpec, build_package
-from tests.support.packs import make_pack, make_pack_dir, record_of, tar_dir
+from tests.support.packs import damage, make_pack, make_pack_dir, record_of, tar_dir
+from tests.support.reporting import Recorder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,16 +38,6 @@ if TYPE_CHECKING:
 BASIC = ["alpha", "beta", "prefixed", "postlink", "activated", "noarch-data"]
 #: What the channel of a pack made from a lock on conda-forge carries as provenance.
 FORGE = "https://conda.anaconda.org/conda-forge"
-
-
-class Recorder(Reporter):
-    """Keeps warnings so that tests can assert on them."""
-
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
 
 
 def rattler_options(pack: Path, out: Path, **kwargs: Any) -> UnpackOptions:
@@ -411,9 +402,7 @@ def _break(kind: str, src: Path) -> None:
         meta["platform"] = "win-64"
         meta_path.write_text(json.dumps(meta))
     elif kind == "checksum":
-        data = bytearray(package.read_bytes())
-        data[-1] ^= 0xFF
-        package.write_bytes(bytes(data))
+        damage(package)
     elif kind == "size":
         repodata["packages.conda"][package.name]["size"] += 1
         repodata_path.write_text(json.dumps(repodata))

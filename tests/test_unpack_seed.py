@@ -16,25 +16,15 @@ import pytest
 
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.install import seed
-from conda_pixi_pack.progress import Reporter
 from conda_pixi_pack.unpack import UnpackOptions, unpack
 from tests.support.packages import PackageSpec, build_package
-from tests.support.packs import make_pack_dir, tar_dir
+from tests.support.packs import damage, make_pack_dir, tar_dir
+from tests.support.reporting import Recorder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 FORGE = "https://conda.anaconda.org/conda-forge"
-
-
-class Recorder(Reporter):
-    """Keeps debug lines, which say which way the packages went."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def debug(self, message: str) -> None:
-        self.lines.append(message)
 
 
 def _workers() -> list[int]:
@@ -86,7 +76,7 @@ def test_packages_go_from_the_pack_into_the_cache(
     assert entries == ["alpha-1.0-h0_0", "beta-1.2-h0_0", "noarch-data-0.5-0", "prefixed-2.0-h1_0"]
     assert json.loads((cache / "alpha-1.0-h0_0" / "info" / "index.json").read_text())["name"] == "alpha"
     assert not [p for p in cache.iterdir() if p.name.startswith(seed.STAGING_PREFIX)]
-    assert not any("installing from" in line for line in reporter.lines), reporter.lines
+    assert not any("installing from" in line for line in reporter.debug_lines), reporter.debug_lines
     meta = json.loads((env / "conda-meta" / "prefixed-2.0-h1_0.json").read_text())
     assert meta["url"] == f"{FORGE}/linux-64/{packages('prefixed')[0].name}"
     assert meta["channel"] == f"{FORGE}/"
@@ -132,10 +122,7 @@ def test_a_checksum_mismatch_adds_nothing_to_the_cache(
     tmp_path: Path, packages: Callable[..., list[Path]]
 ) -> None:
     src = make_pack_dir(tmp_path / "src", packages("alpha", "beta"))
-    alpha = next((src / "channel" / "linux-64").glob("alpha-*.conda"))
-    data = bytearray(alpha.read_bytes())
-    data[-1] ^= 0xFF
-    alpha.write_bytes(bytes(data))
+    damage(next((src / "channel" / "linux-64").glob("alpha-*.conda")))
     pack = tar_dir(src, tmp_path / "environment.tar")
     out, cache = tmp_path / "out", tmp_path / "pkgs"
     out.mkdir()
@@ -153,10 +140,7 @@ def test_a_package_already_in_the_cache_is_still_verified(
     cache = tmp_path / "pkgs"
     unpack(_options(_pack(tmp_path / "good", packages("alpha", "beta")), tmp_path / "first", pkgs_dir=cache))
     src = make_pack_dir(tmp_path / "src", packages("alpha", "beta"))
-    alpha = next((src / "channel" / "linux-64").glob("alpha-*.conda"))
-    data = bytearray(alpha.read_bytes())
-    data[-1] ^= 0xFF
-    alpha.write_bytes(bytes(data))
+    damage(next((src / "channel" / "linux-64").glob("alpha-*.conda")))
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(PackError, match=r"alpha-1\.0-h0_0\.conda does not match its sha256"):
@@ -174,7 +158,7 @@ def test_without_worker_processes_the_packages_come_from_files(
     reporter = Recorder()
     env = unpack(_options(pack, tmp_path / "out"), reporter).prefix
     said = "installing from package files: cannot start an extraction process"
-    assert any(said in line for line in reporter.lines), reporter.lines
+    assert any(said in line for line in reporter.debug_lines), reporter.debug_lines
     assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
     meta = json.loads((env / "conda-meta" / "alpha-1.0-h0_0.json").read_text())
     assert meta["url"] == f"{FORGE}/linux-64/{packages('alpha')[0].name}"
@@ -199,7 +183,7 @@ def test_a_worker_that_dies_falls_back_to_files(
     reporter = Recorder()
     env = unpack(_options(pack, tmp_path / "out", pkgs_dir=cache), reporter).prefix
     said = "an extraction process stopped unexpectedly"
-    assert any(said in line for line in reporter.lines), reporter.lines
+    assert any(said in line for line in reporter.debug_lines), reporter.debug_lines
     assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
     assert not [p for p in cache.iterdir() if p.name.startswith(seed.STAGING_PREFIX)]
     assert _workers() == []
@@ -214,7 +198,9 @@ def test_entries_rattler_does_not_see_fall_back_to_files(
     pack = _pack(tmp_path, packages("alpha", "prefixed"))
     reporter = Recorder()
     env = unpack(_options(pack, tmp_path / "out"), reporter).prefix
-    assert any("does not see the extracted packages" in line for line in reporter.lines), reporter.lines
+    assert any("does not see the extracted packages" in line for line in reporter.debug_lines), (
+        reporter.debug_lines
+    )
     assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
     meta = json.loads((env / "conda-meta" / "prefixed-2.0-h1_0.json").read_text())
     assert meta["url"] == f"{FORGE}/linux-64/{packages('prefixed')[0].name}"
@@ -249,10 +235,7 @@ def test_dry_run_checks_the_packages_inside_the_pack(
 ) -> None:
     """A dry run extracts nothing but still verifies each package's checksum in the pack."""
     src = make_pack_dir(tmp_path / "src", packages("alpha"))
-    alpha = next((src / "channel" / "linux-64").glob("alpha-*.conda"))
-    data = bytearray(alpha.read_bytes())
-    data[-1] ^= 0xFF
-    alpha.write_bytes(bytes(data))
+    damage(next((src / "channel" / "linux-64").glob("alpha-*.conda")))
     with pytest.raises(PackError, match="does not match its sha256"):
         unpack(_options(tar_dir(src, tmp_path / "environment.tar"), tmp_path / "out", dry_run=True))
 
@@ -265,7 +248,7 @@ def test_a_cache_path_unfit_for_a_request_line_falls_back_to_files(
     reporter = Recorder()
     env = unpack(_options(pack, tmp_path / "out", pkgs_dir=tmp_path / "pk\tgs"), reporter).prefix
     said = "installing from package files: a path cannot be passed to an extraction process"
-    assert any(said in line for line in reporter.lines), reporter.lines
+    assert any(said in line for line in reporter.debug_lines), reporter.debug_lines
     assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
     assert (tmp_path / "pk\tgs" / "alpha-1.0-h0_0" / "info" / "index.json").is_file()
 
@@ -312,7 +295,7 @@ def test_a_rattler_folder_in_the_working_directory_is_not_imported(
     reporter = Recorder()
     env = unpack(_options(_pack(tmp_path, packages("alpha", "prefixed")), tmp_path / "out"), reporter).prefix
     assert not marker.exists()
-    assert not any("installing from" in line for line in reporter.lines), reporter.lines
+    assert not any("installing from" in line for line in reporter.debug_lines), reporter.debug_lines
     assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
 
 
@@ -323,7 +306,7 @@ def test_paths_reach_the_workers_whatever_the_locale(
     cache = tmp_path / "pkgs-É"
     reporter = Recorder()
     unpack(_options(_pack(tmp_path, packages("alpha", "beta")), tmp_path / "out", pkgs_dir=cache), reporter)
-    assert not any("installing from" in line for line in reporter.lines), reporter.lines
+    assert not any("installing from" in line for line in reporter.debug_lines), reporter.debug_lines
     assert (cache / "alpha-1.0-h0_0" / "info" / "index.json").is_file()
     assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == [".cache.lock"]
 
@@ -339,6 +322,8 @@ def test_no_named_pipes_falls_back_to_files(
     monkeypatch.setattr(os, "mkfifo", refused)
     reporter = Recorder()
     env = unpack(_options(_pack(tmp_path, packages("alpha", "prefixed")), tmp_path / "out"), reporter).prefix
-    assert any("installing from package files: cannot use" in line for line in reporter.lines), reporter.lines
+    assert any("installing from package files: cannot use" in line for line in reporter.debug_lines), (
+        reporter.debug_lines
+    )
     assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
     assert _leftovers(tmp_path / "out") == ["activate.sh", "env"]

@@ -108,6 +108,13 @@ def tar_dir(root: Path, target: Path) -> Path:
     return target
 
 
+def damage(package: Path) -> None:
+    """Flip the last byte of ``package``: it no longer matches its record's checksum."""
+    data = bytearray(package.read_bytes())
+    data[-1] ^= 0xFF
+    package.write_bytes(bytes(data))
+
+
 def make_pack(tmp: Path, packages: Iterable[Path], **kwargs: Any) -> Path:
     """A pack file ``tmp/environment.tar`` (its folder is built in ``tmp/pack-src``)."""
     src = make_pack_dir(tmp / "pack-src", packages, **kwargs)
