@@ -134,9 +134,14 @@ def read_package(path: Path, extent: Extent | None) -> Iterator[bytes]:
         while offset < end:
             chunk = os.pread(f.fileno(), min(HASH_CHUNK, end - offset), offset)
             if not chunk:
-                raise PackError("broken pack: it was cut short while being unpacked", DAMAGED_HINT)
+                raise cut_short_error()
             offset += len(chunk)
             yield chunk
+
+
+def cut_short_error() -> PackError:
+    """The error for a pack file that lost bytes after its extraction (someone else's write)."""
+    return PackError("broken pack: it was cut short while being unpacked", DAMAGED_HINT)
 
 
 def current_platform() -> str:
@@ -191,7 +196,8 @@ def expected_checksum(package: PackedPackage) -> tuple[str, str]:
     algorithm = "sha256" if record.get("sha256") else "md5" if record.get("md5") else None
     if algorithm is None:
         raise PackError(
-            f"broken pack: {_label(package)} has no sha256 or md5 in repodata.json, so it cannot be verified",
+            f"broken pack: {package_label(package)} has no sha256 or md5 in repodata.json, "
+            "so it cannot be verified",
             DAMAGED_HINT,
         )
     return algorithm, str(record[algorithm]).lower()
@@ -200,7 +206,7 @@ def expected_checksum(package: PackedPackage) -> tuple[str, str]:
 def checksum_error(package: PackedPackage, algorithm: str) -> PackError:
     """The error for a package file that does not match its record."""
     return PackError(
-        f"broken pack: {_label(package)} does not match its {algorithm} in repodata.json",
+        f"broken pack: {package_label(package)} does not match its {algorithm} in repodata.json",
         # pixi-pack --use-cache takes cache hits unverified: rebuilding from it repeats this.
         f"{DAMAGED_HINT} (if pixi-pack wrote it with --use-cache, clear that cache first)",
     )
@@ -227,13 +233,14 @@ def verify_checksum(
         raise checksum_error(package, algorithm)
 
 
-def _label(package: PackedPackage) -> str:
+def package_label(package: PackedPackage) -> str:
+    """How messages name a package file: its path inside the pack."""
     return f"{CHANNEL_DIR}/{package.subdir}/{package.file_name}"
 
 
 def _verify(package: PackedPackage, task: Task, digests: PackageDigests | None, *, checksum: bool) -> None:
     """Size, and unless ``checksum`` is False the checksum (see :func:`verify_checksum`)."""
-    label = _label(package)
+    label = package_label(package)
     try:
         size = package.size
     except FileNotFoundError:
@@ -262,20 +269,17 @@ def _collect_packages(
     for subdir, records in read_repodata(root).items():
         for file_name in sorted(records):
             _safe_file_name(subdir, file_name)
+            label = f"{CHANNEL_DIR}/{subdir}/{file_name}"
             record: dict[str, Any] = records[file_name]
             if not isinstance(record, dict) or not record.get("name"):
-                raise PackError(
-                    f"broken pack: the record of {CHANNEL_DIR}/{subdir}/{file_name} is malformed",
-                    DAMAGED_HINT,
-                )
+                raise PackError(f"broken pack: the record of {label} is malformed", DAMAGED_HINT)
             for field in ("name", "version", "build"):
                 # name-version-build becomes a file name (conda-meta/<dist>.json, the cache folder)
                 value = str(record.get(field, ""))
                 unsafe = "/" in value or "\\" in value or value.startswith(".")
                 if not value or unsafe or not value.isprintable():
                     raise PackError(
-                        f"broken pack: the record of {CHANNEL_DIR}/{subdir}/{file_name}: "
-                        f"its {field} {value!r} is not valid",
+                        f"broken pack: the record of {label}: its {field} {value!r} is not valid",
                         DAMAGED_HINT,
                     )
             path = root / CHANNEL_DIR / subdir / file_name
@@ -284,11 +288,9 @@ def _collect_packages(
                 # One environment holds one package of a name (a lock never has two): both would
                 # write conda-meta and the same files.
                 raise PackError(
-                    f"broken pack: {CHANNEL_DIR}/{subdir}/{file_name} and {seen[name]} "
-                    f"are both the package {name}",
-                    DAMAGED_HINT,
+                    f"broken pack: {label} and {seen[name]} are both the package {name}", DAMAGED_HINT
                 )
-            seen[name] = f"{CHANNEL_DIR}/{subdir}/{file_name}"
+            seen[name] = label
             packages.append(
                 PackedPackage(
                     subdir=subdir,

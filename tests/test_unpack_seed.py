@@ -327,3 +327,48 @@ def test_no_named_pipes_falls_back_to_files(
     )
     assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
     assert _leftovers(tmp_path / "out") == ["activate.sh", "env"]
+
+
+def _cut_before_seeding(monkeypatch: pytest.MonkeyPatch, pack: Path) -> None:
+    """Cut the pack file to its first 512 bytes once extraction (which left the packages in it) is
+    over: someone else's write while the unpack runs."""
+    from conda_pixi_pack.install import rattler as backend
+
+    real = backend.seed_cache
+
+    def cut_then_seed(*args: object, **kwargs: object) -> set[Path]:
+        with open(pack, "r+b") as f:
+            f.truncate(512)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backend, "seed_cache", cut_then_seed)
+
+
+def test_a_pack_cut_while_its_packages_are_extracted(
+    tmp_path: Path, packages: Callable[..., list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pack = _pack(tmp_path, packages("alpha", "beta", "prefixed"))
+    _cut_before_seeding(monkeypatch, pack)
+    out, cache = tmp_path / "out", tmp_path / "pkgs"
+    out.mkdir()
+    with pytest.raises(PackError, match="broken pack: it was cut short while being unpacked"):
+        unpack(_options(pack, out, pkgs_dir=cache))
+    assert _leftovers(out) == []
+    assert [p.name for p in cache.iterdir() if p.is_dir()] == []
+    assert _workers() == []
+
+
+def test_a_pack_cut_while_its_packages_in_the_cache_are_verified(
+    tmp_path: Path, packages: Callable[..., list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packages already in --pkgs-dir are not extracted, but their bytes in the pack are still
+    read to verify them: a pack cut meanwhile is refused all the same."""
+    pack = _pack(tmp_path, packages("alpha", "beta"))
+    cache = tmp_path / "pkgs"
+    unpack(_options(pack, tmp_path / "first", pkgs_dir=cache))
+    _cut_before_seeding(monkeypatch, pack)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(PackError, match="broken pack: it was cut short while being unpacked"):
+        unpack(_options(pack, out, pkgs_dir=cache))
+    assert _leftovers(out) == []

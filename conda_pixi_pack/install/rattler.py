@@ -356,8 +356,7 @@ def _run_install(
             temp_cache.cleanup()
         if not isinstance(exc, Exception):
             raise
-        # rattler raises its own types for broken packages, link errors, ...; its messages name
-        # the original URLs, which it was reading from the pack (say so: nothing went online).
+        # rattler raises its own types for broken packages, link errors, ...
         raise PackError(f"installing the packages into {prefix} failed: {exc}") from exc
     finally:
         task.done()

@@ -35,7 +35,7 @@ from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.extract import copy_range
 from conda_pixi_pack.layout import CONDA_SUFFIX, TAR_BZ2_SUFFIX
 from conda_pixi_pack.targets import remove_uninterrupted
-from conda_pixi_pack.validate import checksum_error, expected_checksum
+from conda_pixi_pack.validate import checksum_error, cut_short_error, expected_checksum, package_label
 
 if TYPE_CHECKING:
     from conda_pixi_pack.install import PackedPackage
@@ -156,7 +156,7 @@ def _pump(pack: int, offset: int, size: int, fifo: Path, worker: _Worker) -> Non
     except BrokenPipeError:
         pass  # the worker stopped reading: its answer says why
     except EOFError:
-        raise PackError("the pack was cut short while being unpacked", "copy the pack again") from None
+        raise cut_short_error() from None
     finally:
         os.close(out)
 
@@ -364,9 +364,8 @@ def _sendable(path: Path) -> bool:
 
 
 def _check(package: PackedPackage, result: tuple[str, str] | str) -> None:
-    label = f"channel/{package.subdir}/{package.file_name}"
     if isinstance(result, str):
-        raise PackError(f"extracting {label} failed: {result}")
+        raise PackError(f"extracting {package_label(package)} failed: {result}")
     algorithm, expected = expected_checksum(package)
     if (result[0] if algorithm == "sha256" else result[1]) != expected:
         raise checksum_error(package, algorithm)
