@@ -122,6 +122,17 @@ def create_new(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` by a rename, so that no reader ever sees half of it."""
+    temp = temp_path(path)
+    try:
+        with os.fdopen(create_new(temp), "wb") as stream:
+            stream.write(data)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 def place(source: Path, target: Path) -> None:
     """Put ``source``'s content at ``target`` atomically: a hard link, or a copy across devices."""
     target.parent.mkdir(parents=True, exist_ok=True)

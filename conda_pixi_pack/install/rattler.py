@@ -37,6 +37,7 @@ from rattler.networking import Client, MirrorMiddleware
 from rattler.package_cache import PackageCache
 
 from conda_pixi_pack import __version__
+from conda_pixi_pack.cache import write_atomically
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.extract import fill_placeholders
 from conda_pixi_pack.install.seed import SeedUnavailable, seed_cache
@@ -164,9 +165,7 @@ def _restore_provenance(prefix: Path, rewrite: dict[str, tuple[str, str]]) -> No
         path = prefix / "conda-meta" / name
         meta = json.loads(path.read_text(encoding="utf-8"))
         meta["url"], meta["channel"] = url, channel
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(_dump_meta(meta), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomically(path, _dump_meta(meta).encode("utf-8"))
 
 
 def _owners(prefix: Path, names: frozenset[str]) -> set[str]:

@@ -31,6 +31,7 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
+from conda_pixi_pack.cache import write_atomically
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.extract import copy_range
 from conda_pixi_pack.layout import CONDA_SUFFIX, TAR_BZ2_SUFFIX
@@ -348,14 +349,7 @@ def _place(staging: Path, cache: Path, name: str, checksum: tuple[str, str]) -> 
     data = revision.to_bytes(REVISION_BYTES, "big")
     if algorithm == "sha256":
         data += bytes.fromhex(hexdigest)
-    _write_file(metadata, data)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """``data`` into ``path`` by a rename, so that no reader sees half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomically(metadata, data)
 
 
 def _sendable(path: Path) -> bool:
