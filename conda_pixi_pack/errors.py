@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-#: What rattler and conda put before a cause or a list item on a line of its own.
 #: Runs of control characters other than line breaks (a tab included).
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]+")
+#: What rattler and conda put before a cause or a list item on a line of its own.
 _LINE_PREFIX = re.compile(r"^(?:Caused by:\s*|\d+:\s+|[-*]\s+)+")
 
 

@@ -840,8 +840,14 @@ def test_library_causes_become_one_line(message: str, shown: str) -> None:
         ("missing:\n  - numpy-base\n  - numpy", "missing: numpy-base; numpy"),  # no item is lost
         ("404: not found", "404: not found"),  # the first line keeps its start
         ("- odd first line\n- second", "- odd first line; second"),
+        # rattler quotes raw tar headers; a hostile pack could hold terminal escape sequences
+        (
+            "hard link for lib/x\x00\x00\x000000666\x00ustar  \x00 but no name",
+            "hard link for lib/x 0000666 ustar    but no name",
+        ),
+        ("name \x1b[2Jcleared\tscreen", "name  [2Jcleared screen"),
     ],
-    ids=["list-of-substrings", "number-first", "dash-first"],
+    ids=["list-of-substrings", "number-first", "dash-first", "nul-bytes", "escape-sequence"],
 )
 def test_library_messages_become_one_line(message: str, shown: str) -> None:
     """rattler and conda spread causes over several lines; our errors are one line, causes kept."""

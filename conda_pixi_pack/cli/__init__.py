@@ -264,7 +264,7 @@ def run(prog: str = PROG) -> NoReturn:
     # Outside main's own handling, a Ctrl-C (one of a stream, after the first) would only print a
     # traceback of this function: the process ends in a moment anyway. (Ignored only here: the
     # commands' subprocesses run under main's handler, so they do not inherit "ignore".)
-    for signum in (signal.SIGINT, getattr(signal, "SIGTERM", signal.SIGINT)):
+    for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     code = main(prog=prog)
     for stream in (sys.stdout, sys.stderr):
