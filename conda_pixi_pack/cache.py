@@ -234,11 +234,17 @@ def check_folder(root: Path) -> None:
     """
     if root.exists() and not root.is_dir():
         raise PackError(f"cannot use {root} as a cache: it is a file", "give a folder with `--use-cache`")
-    if not root.is_dir() or (root / CACHEDIR_TAG).exists():
+    if not root.is_dir():
         return
+    # One scan answers both "is it tagged?" and "what else is there?": a separate exists() check
+    # before the scan raced with another pack tagging the folder in between (its tag then showed
+    # up in the scan as a foreign file).
     try:
-        with os.scandir(root) as entries:
-            foreign = sorted(entry.name for entry in entries if not _cache_like(entry))
+        with os.scandir(root) as scan:
+            entries = list(scan)
+        if any(entry.name == CACHEDIR_TAG for entry in entries):
+            return  # a tagged cache: its subfolders are not read (one listing per pack)
+        foreign = sorted(entry.name for entry in entries if not _cache_like(entry))
     except OSError as exc:
         raise PackError(
             f"cannot use {root} as a cache: {exc.strerror or exc}",

@@ -7,6 +7,7 @@ import hashlib
 import os
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,8 +22,7 @@ from conda_pixi_pack.lockfile import load
 from tests.support.slow_server import SlowServer, artifact_for, leftovers
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from pathlib import Path
+    from collections.abc import Callable, Iterator
 
     from tests.conftest import Channel
     from tests.support.server import ChannelServer
@@ -173,6 +173,26 @@ def test_cli_refuses_a_foreign_folder_in_one_line(
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {refusal} ({hint})"]
     assert not output.exists()
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_a_tag_written_by_another_pack_during_the_check_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two packs starting on one new cache: the other's tag can land just before this one lists
+    the folder; it marks a cache, not a foreign file (CI saw this race refuse a pack)."""
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "noarch").mkdir()  # the other pack has begun filling it too
+    listing = os.scandir
+
+    def tag_lands_first(path: str | os.PathLike[str]) -> Iterator[os.DirEntry[str]]:
+        if Path(path) == folder and not (folder / CACHEDIR_TAG).exists():
+            (folder / CACHEDIR_TAG).write_text("Signature: 8a477f597d28d172789f06886806bc55\n")
+        return listing(path)
+
+    monkeypatch.setattr(cache_module.os, "scandir", tag_lands_first)
+    Cache(folder)  # no PackError
+    assert sorted(p.name for p in folder.iterdir()) == [CACHEDIR_TAG, "noarch"]
 
 
 def test_an_untagged_pixi_pack_cache_is_used(
