@@ -60,6 +60,22 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+def _refused(
+    pack: Path, tmp_path: Path, error: type[Exception], match: str | None
+) -> pytest.ExceptionInfo[Exception]:
+    """Unpack ``pack`` into a new folder with ``tmp_path/pkgs`` as --pkgs-dir, expecting ``error``;
+    then nothing is left behind: no environment, no new cache entry, no worker process."""
+    out, cache = tmp_path / "out", tmp_path / "pkgs"
+    out.mkdir()
+    cached = _leftovers(cache)
+    with pytest.raises(error, match=match) as caught:
+        unpack(_options(pack, out, pkgs_dir=cache))
+    assert _leftovers(out) == []
+    assert _leftovers(cache) == cached
+    assert _workers() == []
+    return caught
+
+
 pytestmark = pytest.mark.skipif(not seed.seeding_available(), reason="no named pipes here (Windows)")
 
 
@@ -107,15 +123,9 @@ def test_a_package_rattler_cannot_extract_is_refused_before_linking(
     }
     repodata_path.write_text(json.dumps(repodata))
     pack = tar_dir(src, tmp_path / "environment.tar")
-    out, cache = tmp_path / "out", tmp_path / "pkgs"
-    out.mkdir()
     expected = r"extracting channel/linux-64/broken-1\.0-0\.conda failed: "
-    with pytest.raises(PackError, match=expected) as caught:
-        unpack(_options(pack, out, pkgs_dir=cache))
-    assert caught.value.message.isprintable()
-    assert _leftovers(out) == []
-    assert [p.name for p in cache.iterdir() if p.is_dir()] == []
-    assert _workers() == []
+    caught = _refused(pack, tmp_path, PackError, expected)
+    assert isinstance(caught.value, PackError) and caught.value.message.isprintable()
 
 
 def test_a_checksum_mismatch_adds_nothing_to_the_cache(
@@ -124,12 +134,7 @@ def test_a_checksum_mismatch_adds_nothing_to_the_cache(
     src = make_pack_dir(tmp_path / "src", packages("alpha", "beta"))
     damage(next((src / "channel" / "linux-64").glob("alpha-*.conda")))
     pack = tar_dir(src, tmp_path / "environment.tar")
-    out, cache = tmp_path / "out", tmp_path / "pkgs"
-    out.mkdir()
-    with pytest.raises(PackError, match=r"alpha-1\.0-h0_0\.conda does not match its sha256"):
-        unpack(_options(pack, out, pkgs_dir=cache))
-    assert _leftovers(out) == []
-    assert [p.name for p in cache.iterdir() if p.is_dir()] == []
+    _refused(pack, tmp_path, PackError, r"alpha-1\.0-h0_0\.conda does not match its sha256")
 
 
 def test_a_package_already_in_the_cache_is_still_verified(
@@ -141,11 +146,8 @@ def test_a_package_already_in_the_cache_is_still_verified(
     unpack(_options(_pack(tmp_path / "good", packages("alpha", "beta")), tmp_path / "first", pkgs_dir=cache))
     src = make_pack_dir(tmp_path / "src", packages("alpha", "beta"))
     damage(next((src / "channel" / "linux-64").glob("alpha-*.conda")))
-    out = tmp_path / "out"
-    out.mkdir()
-    with pytest.raises(PackError, match=r"alpha-1\.0-h0_0\.conda does not match its sha256"):
-        unpack(_options(tar_dir(src, tmp_path / "environment.tar"), out, pkgs_dir=cache))
-    assert _leftovers(out) == []
+    pack = tar_dir(src, tmp_path / "environment.tar")
+    _refused(pack, tmp_path, PackError, r"alpha-1\.0-h0_0\.conda does not match its sha256")
 
 
 def test_without_worker_processes_the_packages_come_from_files(
@@ -221,13 +223,7 @@ def test_ctrl_c_while_extracting_stops_the_workers(
         real_pump(pack, offset, size, fifo, worker)
 
     monkeypatch.setattr(seed, "_pump", interrupted_second_time)
-    out, cache = tmp_path / "out", tmp_path / "pkgs"
-    out.mkdir()
-    with pytest.raises(UserCancelled):
-        unpack(_options(pack, out, pkgs_dir=cache))
-    assert _leftovers(out) == []
-    assert [p.name for p in cache.iterdir() if p.is_dir()] == []
-    assert _workers() == []
+    _refused(pack, tmp_path, UserCancelled, None)
 
 
 def test_dry_run_checks_the_packages_inside_the_pack(
@@ -349,13 +345,7 @@ def test_a_pack_cut_while_its_packages_are_extracted(
 ) -> None:
     pack = _pack(tmp_path, packages("alpha", "beta", "prefixed"))
     _cut_before_seeding(monkeypatch, pack)
-    out, cache = tmp_path / "out", tmp_path / "pkgs"
-    out.mkdir()
-    with pytest.raises(PackError, match="broken pack: it was cut short while being unpacked"):
-        unpack(_options(pack, out, pkgs_dir=cache))
-    assert _leftovers(out) == []
-    assert [p.name for p in cache.iterdir() if p.is_dir()] == []
-    assert _workers() == []
+    _refused(pack, tmp_path, PackError, "broken pack: it was cut short while being unpacked")
 
 
 def test_a_pack_cut_while_its_packages_in_the_cache_are_verified(
@@ -367,8 +357,4 @@ def test_a_pack_cut_while_its_packages_in_the_cache_are_verified(
     cache = tmp_path / "pkgs"
     unpack(_options(pack, tmp_path / "first", pkgs_dir=cache))
     _cut_before_seeding(monkeypatch, pack)
-    out = tmp_path / "out"
-    out.mkdir()
-    with pytest.raises(PackError, match="broken pack: it was cut short while being unpacked"):
-        unpack(_options(pack, out, pkgs_dir=cache))
-    assert _leftovers(out) == []
+    _refused(pack, tmp_path, PackError, "broken pack: it was cut short while being unpacked")
