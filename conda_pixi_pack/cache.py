@@ -158,13 +158,7 @@ class Cache:
             self.root.mkdir(parents=True, exist_ok=True)
             tag = self.root / CACHEDIR_TAG
             if not tag.exists():
-                temp = temp_path(tag)
-                try:
-                    with os.fdopen(create_new(temp), "w", encoding="ascii") as stream:
-                        stream.write(CACHEDIR_TAG_CONTENT)
-                    os.replace(temp, tag)
-                finally:
-                    temp.unlink(missing_ok=True)
+                write_atomically(tag, CACHEDIR_TAG_CONTENT.encode("ascii"))
         except OSError as exc:
             raise PackError(
                 f"cannot use {self.root} as a cache: {exc.strerror or exc}",
