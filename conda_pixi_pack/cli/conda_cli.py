@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from conda.exceptions import CondaError
 
-from conda_pixi_pack import cli
+from conda_pixi_pack.cli import main as cli
+from conda_pixi_pack.cli.options import Output
 from conda_pixi_pack.errors import PackError
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def execute(args: Namespace) -> int:
     """Run the chosen subcommand with conda's output settings (``context`` also reads CONDA_JSON etc.)."""
     from conda.base.context import context
 
-    output = cli.Output(json=bool(context.json), verbosity=context.verbosity, quiet=bool(context.quiet))
+    output = Output(json=bool(context.json), verbosity=context.verbosity, quiet=bool(context.quiet))
     signals = cli.Signals()
     try:
         with cli.terminate_as_interrupt(signals):

@@ -1,4 +1,4 @@
-"""``pack``: flags -> :class:`~conda_pixi_pack.pack.PackOptions` -> :func:`~conda_pixi_pack.pack.pack`.
+"""``pack``: flags -> :class:`~conda_pixi_pack.pack.pipeline.PackOptions` -> ``pack.pipeline.pack``.
 
 Flags follow pixi-pack's (``-e``, ``-p``, ``-o``, ``-i/--inject``, ``--use-cache``, ...); the core
 is imported inside the functions because conda builds this parser on every conda command.
@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from conda_pixi_pack.cli import Output, UsageError, add_output_options
+from conda_pixi_pack.cli.options import Output, UsageError, add_output_options, path_argument
 from conda_pixi_pack.errors import PackError
 
 if TYPE_CHECKING:
-    from conda_pixi_pack.pack import PackOptions
+    from conda_pixi_pack.pack.pipeline import PackOptions
 
 #: Subcommand name.
 NAME: Final = "pack"
@@ -46,17 +47,12 @@ class _ManifestAction(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _path(value: str) -> Path:
-    """argparse ``type`` for paths: ``~`` is expanded even when the shell did not (``--flag=~/x``)."""
-    return Path(value).expanduser()
-
-
 def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) -> None:
     """Declare the flags of ``pack``; ``conda`` selects conda's helpers for the shared ones."""
     parser.add_argument(
         "manifest",
         nargs="?",
-        type=_path,
+        type=path_argument,
         action=_ManifestAction,
         metavar="MANIFEST",
         help="pixi.toml, pyproject.toml or the project directory, whose pixi.lock is packed; or the "
@@ -67,7 +63,7 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
         "-m",
         "--manifest-file",
         dest="manifest",
-        type=_path,
+        type=path_argument,
         action=_ManifestAction,
         metavar="MANIFEST",
         help="Same as the MANIFEST argument (pixi-pack's spelling).",
@@ -98,7 +94,7 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
     parser.add_argument(
         "--use-cache",
         dest="cache_dir",
-        type=_path,
+        type=path_argument,
         metavar="DIR",
         help="Keep downloaded packages in DIR and reuse them (verified) on the next pack.",
     )
@@ -106,7 +102,7 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
         "-i",
         "--inject",
         action="append",
-        type=_path,
+        type=path_argument,
         metavar="FILE",
         help="Add a .conda, .tar.bz2 or .whl file to the pack (repeatable); "
         "conda packages must fit the locked environment.",
@@ -118,14 +114,14 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
     )
     parser.add_argument(
         "--auth-file",
-        type=_path,
+        type=path_argument,
         metavar="FILE",
         help="rattler authentication file for private channels (default: $RATTLER_AUTH_FILE).",
     )
     parser.add_argument(
         "--config",
         dest="config_file",
-        type=_path,
+        type=path_argument,
         metavar="FILE",
         help="pixi/rattler config TOML: mirrors, S3 options, concurrency.downloads.",
     )
@@ -134,7 +130,9 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
 
 def options_from_args(args: argparse.Namespace) -> PackOptions:
     """The one place flags become :class:`PackOptions` (tested flag by flag)."""
-    from conda_pixi_pack.pack import STDOUT_FD, PackOptions, names_descriptor
+    from conda_pixi_pack.pack.output import STDOUT_FD, OutputMode, names_descriptor
+    from conda_pixi_pack.pack.pipeline import PackOptions
+    from conda_pixi_pack.pack.sources.lockfile import LockSource
 
     to_stdout = args.output == STDOUT
     if to_stdout and args.directory_only:
@@ -152,39 +150,42 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
             f"--json and -o {args.output} would both write to stdout",
             "write the pack to a file with -o FILE",
         )
+    mode = (
+        OutputMode.STREAM if to_stdout else OutputMode.FOLDER if args.directory_only else OutputMode.ARCHIVE
+    )
     if args.output is None or to_stdout:
         output = Path(DEFAULT_DIRECTORY if args.directory_only else DEFAULT_ARCHIVE)
     else:
-        output = _path(args.output)
-    options = PackOptions(
-        environment=args.environment,
+        output = path_argument(args.output)
+    source = LockSource(environment=args.environment, ignore_pypi_non_wheel=args.ignore_pypi_non_wheel)
+    if args.manifest is not None:
+        source = replace(source, manifest=args.manifest)
+    return PackOptions(
+        source=source,
         platform=args.platform,
+        mode=mode,
         output=output,
         # as typed: a trailing "/" names a folder, which Path() would forget
         output_text=None if to_stdout or args.output is None else str(args.output),
-        to_stdout=to_stdout,
-        directory_only=args.directory_only,
         cache_dir=args.cache_dir,
         inject=list(args.inject or []),
-        ignore_pypi_non_wheel=args.ignore_pypi_non_wheel,
         auth_file=args.auth_file,
         config_file=args.config_file,
     )
-    if args.manifest is not None:
-        options.manifest = args.manifest
-    return options
 
 
 def execute(args: argparse.Namespace, output: Output | None = None) -> int:
     """Pack, render progress on stderr, and report the result (a line, or JSON on stdout)."""
     from conda_pixi_pack.cli.render import ConsoleReporter, print_json, render_pack_result
-    from conda_pixi_pack.pack import STDOUT_FD, names_descriptor, pack
+    from conda_pixi_pack.pack.output import STDOUT_FD, OutputMode, names_descriptor
+    from conda_pixi_pack.pack.pipeline import pack
 
     output = output or Output.from_args(args)
     options = options_from_args(args)
-    if options.to_stdout and sys.stdout is None:
+    to_stdout = options.mode is OutputMode.STREAM
+    if to_stdout and sys.stdout is None:
         raise PackError("standard output is closed", "give -o FILE, or run with stdout open")
-    if (options.to_stdout or names_descriptor(args.output, STDOUT_FD)) and os.isatty(STDOUT_FD):
+    if (to_stdout or names_descriptor(args.output, STDOUT_FD)) and os.isatty(STDOUT_FD):
         raise PackError(
             "refusing to write the pack (a tar) to a terminal",
             "redirect stdout to a file or a pipe, or give -o FILE",

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-    from conda_pixi_pack.cli import Output
-    from conda_pixi_pack.pack import PackResult
-    from conda_pixi_pack.unpack import UnpackResult
+    from conda_pixi_pack.cli.options import Output
+    from conda_pixi_pack.pack.pipeline import PackResult
+    from conda_pixi_pack.unpack.pipeline import UnpackResult
 
 #: The unit the core uses for byte counts; shown as sizes with a transfer speed.
 BYTES: Final = "B"

@@ -1,4 +1,4 @@
-"""``unpack``: flags -> :class:`UnpackOptions` -> :func:`conda_pixi_pack.unpack.unpack`.
+"""``unpack``: flags -> :class:`UnpackOptions` -> :func:`conda_pixi_pack.unpack.pipeline.unpack`.
 
 pixi-unpack's flags (``-o``, ``-e``, ``-s``) plus conda's (``-n``/``-p``, ``--dry-run``, ``-y``,
 ``--json``). The core is imported inside the functions: conda builds this parser on every command.
@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, get_args
 
-from conda_pixi_pack.cli import Output, UsageError, add_output_options, add_prefix_options
+from conda_pixi_pack.cli.options import (
+    Output,
+    UsageError,
+    add_output_options,
+    add_prefix_options,
+    path_argument,
+)
 from conda_pixi_pack.errors import PackError
 
 if TYPE_CHECKING:
     import argparse
 
-    from conda_pixi_pack.unpack import UnpackOptions
+    from conda_pixi_pack.unpack.pipeline import UnpackOptions
 
 #: Subcommand name.
 NAME: Final = "unpack"
@@ -27,19 +33,14 @@ STDIN: Final = "-"
 #: pixi-unpack's defaults.
 DEFAULT_PACK: Final = "environment.tar"
 DEFAULT_ENV_NAME: Final = "env"
-#: Every shell py-rattler's activation writes a script for.
-SHELLS: Final = ("bash", "zsh", "fish", "xonsh", "powershell", "cmd")
-#: Installation backends.
-INSTALLERS: Final = ("conda", "rattler")
-
-
-def _path(value: str) -> Path:
-    """argparse ``type`` for paths: ``~`` is expanded even when the shell did not (``--flag=~/x``)."""
-    return Path(value).expanduser()
 
 
 def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) -> None:
     """Declare the flags of ``unpack``; ``conda`` selects conda's helpers for the shared ones."""
+    # the core's own lists (light modules: no rattler, no conda)
+    from conda_pixi_pack.unpack.activation import SHELLS
+    from conda_pixi_pack.unpack.install import InstallerName
+
     parser.add_argument(
         "pack",
         nargs="?",
@@ -67,18 +68,18 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
     parser.add_argument(
         "-s",
         "--shell",
-        choices=SHELLS,
+        choices=list(SHELLS),
         help="Shell of the activation script activate.<ext> (default: the platform's).",
     )
     parser.add_argument(
         "--installer",
-        choices=INSTALLERS,
+        choices=get_args(InstallerName),
         help="Install with conda's transaction or py-rattler's installer "
         "(default: conda when importable, else rattler).",
     )
     parser.add_argument(
         "--pkgs-dir",
-        type=_path,
+        type=path_argument,
         metavar="DIR",
         help="Package cache to extract into (default: conda's first writable pkgs_dirs with "
         "--installer conda; a temporary cache, removed at the end, with --installer rattler).",
@@ -92,7 +93,7 @@ def options_from_args(args: argparse.Namespace) -> UnpackOptions:
     ``-n``/``-p`` choose the prefix instead of ``-o``/``-e``; ``-o`` still says where the
     activation script goes, but ``-e`` with them is contradictory and refused.
     """
-    from conda_pixi_pack.unpack import UnpackOptions
+    from conda_pixi_pack.unpack.pipeline import UnpackOptions
 
     targets = (("-e/--env-name", args.env_name), ("-n/--name", args.name), ("-p/--prefix", args.prefix))
     for flag, value in targets:
@@ -111,11 +112,11 @@ def options_from_args(args: argparse.Namespace) -> UnpackOptions:
         )
     from_stdin = args.pack == STDIN
     options = UnpackOptions(
-        source=Path(DEFAULT_PACK) if args.pack is None or from_stdin else _path(args.pack),
+        source=Path(DEFAULT_PACK) if args.pack is None or from_stdin else path_argument(args.pack),
         from_stdin=from_stdin,
         env_name=args.env_name or DEFAULT_ENV_NAME,
         name=args.name or None,
-        prefix=_path(args.prefix) if args.prefix else None,
+        prefix=path_argument(args.prefix) if args.prefix else None,
         force=args.force,
         shell=args.shell,
         installer=args.installer,
@@ -123,14 +124,14 @@ def options_from_args(args: argparse.Namespace) -> UnpackOptions:
         dry_run=bool(args.dry_run),
     )
     if args.output_directory is not None:
-        options.output_directory = _path(args.output_directory)
+        options.output_directory = path_argument(args.output_directory)
     return options
 
 
 def execute(args: argparse.Namespace, output: Output | None = None) -> int:
     """Unpack, render progress on stderr, and report the result (lines, or JSON on stdout)."""
     from conda_pixi_pack.cli.render import ConsoleReporter, print_json, render_unpack_result
-    from conda_pixi_pack.unpack import unpack
+    from conda_pixi_pack.unpack.pipeline import unpack
 
     output = output or Output.from_args(args)
     options = options_from_args(args)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import rattler
 
-from conda_pixi_pack.layout import TAR_MTIME
+from conda_pixi_pack.format import TAR_MTIME
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

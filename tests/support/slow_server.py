@@ -13,7 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
-from conda_pixi_pack.download import Artifact
+from conda_pixi_pack.artifacts import Artifact
 
 if TYPE_CHECKING:
     from pathlib import Path

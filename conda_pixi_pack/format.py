@@ -1,0 +1,219 @@
+"""The pack format, version "1": the one place that knows file names and their contents.
+
+Everything here is what Quantco's pixi-pack writes and pixi-unpack reads, plus one extension
+that pixi-unpack ignores: the ``conda-pixi-pack`` key of ``pixi-pack.json`` records where each
+package came from (its original URL and channel), so that an unpacked environment keeps its
+provenance (``conda list`` shows ``conda-forge``, ``conda list --explicit`` the original URLs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from conda_pixi_pack.errors import PackError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from pathlib import Path
+
+#: The only format version this tool reads and writes; pixi-unpack requires the string.
+FORMAT_VERSION: Final = "1"
+#: Pack metadata file at the root of the pack.
+METADATA_FILE: Final = "pixi-pack.json"
+#: conda/mamba-readable description of the environment at the root of the pack.
+ENVIRONMENT_FILE: Final = "environment.yml"
+#: Folder with one sub-folder per subdir, each with its packages and ``repodata.json``.
+CHANNEL_DIR: Final = "channel"
+#: Flat folder of wheels.
+PYPI_DIR: Final = "pypi"
+#: The subdir every platform's pack has besides its own; always present, even empty, since conda
+#: refuses a local channel without ``noarch/repodata.json``.
+NOARCH: Final = "noarch"
+#: Per-subdir index file.
+REPODATA_FILE: Final = "repodata.json"
+#: Our extension key in ``pixi-pack.json``; pixi-unpack ignores unknown keys.
+EXTENSION_KEY: Final = "conda-pixi-pack"
+#: The fixed mtime pixi-pack stamps on every tar entry (2006-07-24), kept for identical output.
+TAR_MTIME: Final = 1153704088
+#: Record keys that describe where a file lives rather than what the package is.
+LOCATION_KEYS: Final = ("url", "channel", "fn")
+
+CONDA_SUFFIX: Final = ".conda"
+TAR_BZ2_SUFFIX: Final = ".tar.bz2"
+WHEEL_SUFFIX: Final = ".whl"
+
+
+#: ``writer_version`` of a pack that has our key but no version in it.
+EARLIER_WRITER: Final = "an earlier version"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a packed conda package was downloaded from."""
+
+    url: str
+    channel: str | None = None
+
+
+@dataclass(frozen=True)
+class PackMetadata:
+    """The parsed ``pixi-pack.json``."""
+
+    version: str
+    tool_version: str
+    platform: str
+    #: ``"<subdir>/<file name>"`` -> origin; empty for packs written by pixi-pack.
+    origins: Mapping[str, Origin] = field(default_factory=dict)
+    #: The conda-pixi-pack version under our own key: None for a pack written by pixi-pack
+    #: (whose ``pixi-pack-version`` is then pixi-pack's, not ours).
+    writer_version: str | None = None
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {
+            "version": self.version,
+            "pixi-pack-version": self.tool_version,
+            "platform": self.platform,
+        }
+        # Our key marks the pack as ours (pixi-unpack ignores it) and says which version wrote it.
+        extension: dict[str, Any] = {"version": self.writer_version or self.tool_version}
+        if self.origins:
+            extension["origins"] = {
+                key: {k: v for k, v in vars(o).items() if v is not None}
+                for key, o in sorted(self.origins.items())
+            }
+        data[EXTENSION_KEY] = extension
+        return json.dumps(data, indent=2) + "\n"
+
+
+def read_metadata(root: Path) -> PackMetadata:
+    """Parse and check ``pixi-pack.json`` of an extracted pack (the platform is checked by unpack)."""
+    path = root / METADATA_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PackError(
+            f"not a pack: {METADATA_FILE} is missing",
+            "give a file written by `pack` (or pixi-pack)",
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackError(f"not a pack: {METADATA_FILE} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise PackError(f"not a pack: {METADATA_FILE} is not a JSON object")
+    version = data.get("version")
+    if version is not None and not isinstance(version, str):
+        raise PackError(
+            f"broken pack: {METADATA_FILE} has version {json.dumps(version)}, "
+            f"which must be the string {json.dumps(FORMAT_VERSION)}",
+            "the pack was not written by pixi-pack or conda-pixi-pack; write it again with `pack`",
+        )
+    if version != FORMAT_VERSION:
+        raise PackError(
+            f"unsupported pack format version {version!r} (this tool reads {FORMAT_VERSION!r})",
+            "unpack it with the tool version that wrote it",
+        )
+    platform = data.get("platform")
+    if not isinstance(platform, str) or not platform:
+        raise PackError(f"not a pack: {METADATA_FILE} names no platform")
+    tool_version = data.get("pixi-pack-version")
+    origins: dict[str, Origin] = {}
+    writer_version = None
+    ext = data.get(EXTENSION_KEY)
+    if isinstance(ext, dict):
+        # our key without a usable version: a conda-pixi-pack from before it was recorded
+        version = ext.get("version")
+        writer_version = version if isinstance(version, str) and version else EARLIER_WRITER
+        if isinstance(ext.get("origins"), dict):
+            for key, value in ext["origins"].items():
+                if isinstance(value, dict) and isinstance(value.get("url"), str):
+                    channel = value.get("channel")
+                    origins[key] = Origin(value["url"], channel if isinstance(channel, str) else None)
+    return PackMetadata(FORMAT_VERSION, str(tool_version or "unknown"), platform, origins, writer_version)
+
+
+def is_package_path(path: Path) -> bool:
+    """Whether ``path`` in an extracted pack is where a package file goes (``channel/<subdir>/``)."""
+    return path.name.endswith((CONDA_SUFFIX, TAR_BZ2_SUFFIX)) and path.parent.parent.name == CHANNEL_DIR
+
+
+def environment_yml(conda_specs: Iterable[str], wheel_specs: Iterable[str]) -> str:
+    """Render ``environment.yml`` exactly as pixi-pack does.
+
+    ``conda_specs`` are ``name=version=build`` strings in lock order (then injected packages),
+    ``wheel_specs`` ``name==version`` strings; the pip section appears only with wheels.
+    """
+    lines = ["channels:", "  - ./channel", "  - nodefaults", "dependencies:"]
+    lines += [f"  - {spec}" for spec in conda_specs]
+    wheels = list(wheel_specs)
+    if wheels:
+        lines += ["  - pip:", "    - --no-index", "    - --find-links ./pypi"]
+        lines += [f"    - {spec}" for spec in wheels]
+    return "\n".join(lines) + "\n"
+
+
+def conda_spec(record: Mapping[str, Any]) -> str:
+    """``name=version=build`` for one record."""
+    return f"{record['name']}={record['version']}={record['build']}"
+
+
+def repodata(subdir: str, records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Build a ``repodata.json`` document for one subdir from ``file name -> record``.
+
+    ``.conda`` files go under ``packages.conda`` and ``.tar.bz2`` files under ``packages``:
+    pixi-unpack reads both maps and conda only finds ``.tar.bz2`` under ``packages``.
+    Location keys are dropped: a channel index describes packages, not where they came from.
+    """
+    conda: dict[str, Any] = {}
+    bz2: dict[str, Any] = {}
+    for file_name in sorted(records):
+        record = {k: v for k, v in records[file_name].items() if k not in LOCATION_KEYS}
+        (conda if file_name.endswith(CONDA_SUFFIX) else bz2)[file_name] = record
+    return {
+        "info": {"subdir": subdir},
+        "packages": bz2,
+        "packages.conda": conda,
+        "removed": [],
+        "repodata_version": 2,
+    }
+
+
+def dump_repodata(document: Mapping[str, Any]) -> str:
+    """Serialise a :func:`repodata` document: one line per package record.
+
+    Readable and diffable like an indented file, but written by the C JSON encoder (the
+    ``indent=`` one is pure Python and costs more than the rest of a warm pack's metadata).
+    """
+    lines = []
+    for key, value in document.items():
+        if isinstance(value, dict) and key in ("packages", "packages.conda") and value:
+            entries = (f"    {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in value.items())
+            body = ",\n".join(entries)
+            lines.append(f"  {json.dumps(key)}: {{\n{body}\n  }}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, sort_keys=True)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def read_repodata(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """``subdir -> file name -> record`` for every ``channel/*/repodata.json`` of a pack."""
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    channel = root / CHANNEL_DIR
+    if not channel.is_dir():
+        return result
+    for subdir_path in sorted(p for p in channel.iterdir() if p.is_dir()):
+        path = subdir_path / REPODATA_FILE
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PackError(f"broken pack: {path.relative_to(root)} cannot be read: {exc}") from None
+        records: dict[str, dict[str, Any]] = {}
+        for key in ("packages", "packages.conda"):
+            section = data.get(key) or {}
+            if not isinstance(section, dict):
+                raise PackError(f"broken pack: {path.relative_to(root)} has a malformed {key!r}")
+            records.update(section)
+        result[subdir_path.name] = records
+    return result

@@ -1,0 +1,222 @@
+"""``pack``: a source's locked environment -> an offline pack (orchestration only).
+
+source (:mod:`~conda_pixi_pack.pack.sources`) -> locked records -> ``--inject`` files checked
+(:mod:`~conda_pixi_pack.pack.inject`) -> downloads into a staging folder, through the cache
+(:mod:`~conda_pixi_pack.pack.download`) -> the format's files (:mod:`~conda_pixi_pack.format`) ->
+the output's writer (:mod:`~conda_pixi_pack.pack.output`). Nothing appears at the output path
+unless the whole pack succeeded; the staging folder is removed on every path out, Ctrl-C
+included. Every check that can fail (the output, the cache folder, the source, the injected
+files) runs before anything is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+from conda_pixi_pack import __version__
+from conda_pixi_pack import format as layout
+from conda_pixi_pack.errors import PackError, UserCancelled
+from conda_pixi_pack.fileio import remove_uninterrupted
+from conda_pixi_pack.pack import cache, download, inject
+from conda_pixi_pack.pack.output import OutputMode, file_url_path, plan_output
+from conda_pixi_pack.pack.sources.lockfile import LockSource
+from conda_pixi_pack.pack.urls import public_url
+from conda_pixi_pack.progress import Reporter, plural
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from conda_pixi_pack.artifacts import Artifact
+    from conda_pixi_pack.pack.output import Output
+    from conda_pixi_pack.pack.sources import LockedConda, LockedEnvironment, LockedWheel, Source
+
+#: Downloads land here inside the staging folder, then move to their place in the pack.
+FETCH_DIR: Final = ".fetch"
+
+
+@dataclass
+class PackOptions:
+    """Everything ``pack`` needs; the CLI fills it from its flags."""
+
+    #: Where the packages are listed (a lock file by default: ``./pixi.lock``).
+    source: Source = field(default_factory=LockSource)
+    #: A conda subdir such as ``linux-64``; None means the platform this runs on.
+    platform: str | None = None
+    mode: OutputMode = OutputMode.ARCHIVE
+    #: Target archive or folder; unused by :attr:`OutputMode.STREAM` (standard output).
+    output: Path = Path("environment.tar")
+    #: ``-o`` as typed, when there is one: its trailing separator (``-o out/``) names a folder,
+    #: which ``output`` (a Path) no longer shows.
+    output_text: str | None = None
+    cache_dir: Path | None = None
+    inject: list[Path] = field(default_factory=list)
+    auth_file: Path | None = None
+    config_file: Path | None = None
+
+
+@dataclass
+class PackResult:
+    """What the CLI reports when a pack is done."""
+
+    output: Path | None  # None when written to stdout
+    conda_packages: int
+    wheels: int
+    size: int  # bytes of the archive (or of the folder's files)
+    platform: str
+
+
+def pack(options: PackOptions, reporter: Reporter | None = None) -> PackResult:
+    """Write the pack described by ``options``; raises PackError, leaves nothing behind on failure."""
+    reporter = reporter or Reporter()
+    output = plan_output(options.mode, options.output, options.output_text)
+    try:
+        return _pack(options, output, reporter)
+    except KeyboardInterrupt:
+        if output.replaced():  # the signal came after the rename: say so, the pack is there
+            raise UserCancelled(
+                f"interrupted, but the pack was already complete at {output.target}"
+            ) from None
+        raise UserCancelled() from None
+
+
+def _pack(options: PackOptions, output: Output, reporter: Reporter) -> PackResult:
+    if options.cache_dir is not None:
+        cache.check_folder(options.cache_dir)
+    env = options.source.load(options.platform, reporter)
+    output.refuse_overlap(_inputs(env, options), options.cache_dir)
+    # Injected files are read and checked before anything is downloaded: a misfit fails fast.
+    injection = inject.read_injections(options.inject, env.platform)
+    # Source packages (`pixi build`) cannot be downloaded: each needs a built package injected.
+    unbuilt = [name for name in env.source_packages if name not in injection.conda_names]
+    if unbuilt:
+        raise PackError(
+            f"the lock has source packages that must be built first: {', '.join(unbuilt)}",
+            "build each into a .conda file (for example with `pixi build`) and add it with `--inject FILE`",
+        )
+    conda, wheels = inject.without_replaced(env.conda, env.wheels, injection, reporter)
+    if injection.conda:
+        inject.check_fits([c.record for c in conda], [c.record for c in injection.conda], reporter)
+    staging = output.make_staging()
+    try:
+        _fetch(staging, conda, wheels, options, reporter)
+        inject.copy_into(staging, layout.CHANNEL_DIR, layout.PYPI_DIR, injection)
+        _write_format_files(staging, env.platform, conda, wheels, injection)
+        size = output.write(staging, reporter)
+    finally:
+        _remove_staging(staging)
+    return PackResult(
+        output=output.target,
+        conda_packages=len(conda) + len(injection.conda),
+        wheels=len(wheels) + len(injection.wheels),
+        size=size,
+        platform=env.platform,
+    )
+
+
+def _inputs(env: LockedEnvironment, options: PackOptions) -> list[tuple[Path, str]]:
+    """Every file the pack reads, which its output must never replace (checked once the source
+    is read, since it names the local packages, and before anything is fetched)."""
+    inputs = list(env.inputs)
+    for artifact in [c.artifact for c in env.conda] + [w.artifact for w in env.wheels]:
+        if urlsplit(artifact.url).scheme.lower() == "file":
+            inputs.append((file_url_path(artifact.url), f"an input package ({artifact.file_name})"))
+    inputs += [(path, "an --inject file") for path in options.inject]
+    inputs += [(path, "the --auth-file") for path in [options.auth_file] if path is not None]
+    inputs += [(path, "the --config file") for path in [options.config_file] if path is not None]
+    return inputs
+
+
+def _remove_staging(staging: Path) -> None:
+    """Remove the staging folder even if Ctrl-C or SIGTERM comes while it is removed (it can hold
+    GBs of links or copies); the interrupt is raised again once it is gone."""
+    if remove_uninterrupted(lambda: shutil.rmtree(staging, ignore_errors=True)):
+        raise KeyboardInterrupt
+
+
+def _fetch(
+    root: Path, conda: list[LockedConda], wheels: list[LockedWheel], options: PackOptions, reporter: Reporter
+) -> None:
+    """Download (or take from the cache) every package and wheel into its place below ``root``."""
+    artifacts = [c.artifact for c in conda] + [w.artifact for w in wheels]
+    reporter.info(f"Fetching {plural(len(conda), 'conda package')} and {plural(len(wheels), 'wheel')}")
+    fetch_root = root / FETCH_DIR
+    fetched = download.fetch_all(
+        artifacts,
+        fetch_root,
+        network=download.NetworkSettings(auth_file=options.auth_file, config_file=options.config_file),
+        cache_dir=options.cache_dir,
+        reporter=reporter,
+    )
+    channel = root / layout.CHANNEL_DIR
+    for item in conda:
+        _place(fetched, item.artifact, fetch_root, channel / item.subdir / item.file_name)
+    for wheel in wheels:
+        _place(fetched, wheel.artifact, fetch_root, root / layout.PYPI_DIR / wheel.file_name)
+    shutil.rmtree(fetch_root, ignore_errors=True)
+
+
+def _write_format_files(
+    root: Path,
+    platform: str,
+    conda: list[LockedConda],
+    wheels: list[LockedWheel],
+    injection: inject.Injection,
+) -> None:
+    """``repodata.json`` of every subdir, ``pixi-pack.json`` and ``environment.yml``."""
+    channel = root / layout.CHANNEL_DIR
+    records: list[tuple[str, str, Mapping[str, Any]]] = [(c.subdir, c.file_name, c.record) for c in conda]
+    records += [(i.subdir, i.file_name, i.record) for i in injection.conda]
+    by_subdir: dict[str, dict[str, Mapping[str, Any]]] = {layout.NOARCH: {}}
+    for subdir, file_name, record in records:
+        by_subdir.setdefault(subdir, {})[file_name] = record
+    for subdir, subdir_records in by_subdir.items():
+        (channel / subdir).mkdir(parents=True, exist_ok=True)
+        document = layout.repodata(subdir, subdir_records)
+        (channel / subdir / layout.REPODATA_FILE).write_text(layout.dump_repodata(document), encoding="utf-8")
+    metadata = layout.PackMetadata(layout.FORMAT_VERSION, __version__, platform, _origins(conda))
+    (root / layout.METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
+    wheel_specs = [f"{w.name}=={w.version}" for w in wheels]
+    wheel_specs += [f"{w.name}=={w.version}" for w in injection.wheels]
+    (root / layout.ENVIRONMENT_FILE).write_text(
+        layout.environment_yml([layout.conda_spec(r) for _, _, r in records], wheel_specs),
+        encoding="utf-8",
+    )
+
+
+def _origins(conda: list[LockedConda]) -> dict[str, layout.Origin]:
+    """Provenance of the locked packages, as the lock names them, without credentials.
+
+    Only locations that mean the same everywhere are kept: URLs, and absolute paths (which the
+    lock spells out). A path relative to the lock, and an ``--inject`` file, depend on where the
+    project sits on this machine; recording them would make the same lock give different packs
+    (and leak local paths), so such packages carry no origin, like packs from pixi-pack.
+    """
+    origins: dict[str, layout.Origin] = {}
+    for c in conda:
+        if "://" in c.url:
+            url = public_url(c.url)
+        elif os.path.isabs(c.url):
+            url = Path(c.url).as_uri()
+        else:
+            continue
+        channel = public_url(c.channel) if c.channel else None
+        origins[f"{c.subdir}/{c.file_name}"] = layout.Origin(url, channel)
+    return origins
+
+
+def _place(fetched: Mapping[str, Path], artifact: Artifact, fetch_root: Path, destination: Path) -> None:
+    """Move a fetched file to its place in the pack (a rename: same folder tree)."""
+    source = fetched.get(artifact.relative_path) or fetch_root / artifact.relative_path
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        source.relative_to(fetch_root)
+    except ValueError:
+        # Not ours to move (e.g. a path inside the cache): copy it instead.
+        shutil.copyfile(source, destination)
+    else:
+        os.replace(source, destination)

@@ -1,0 +1,394 @@
+"""The rattler backend: py-rattler's installer (pixi-unpack's engine) on the pack's own records.
+
+Records come from the pack's ``channel/<subdir>/repodata.json`` read by rattler's own parser.
+The packages are first extracted into rattler's package cache straight out of the pack, and
+verified on the way (seed.py); ``rattler.install`` then finds every package in its cache and
+only links. Its records keep their original URLs, so rattler itself writes them into conda-meta,
+and a client that refuses every request makes sure nothing is fetched. Where that cannot run
+(no named pipes, or a rattler that does not see the entries), the packages are copied out of the
+pack, verified, and handed over as ``file://`` URLs instead. Beyond pixi-unpack:
+
+- post-link scripts run (``execute_link_scripts=True``) and a failing one fails the install, as
+  with conda: both backends then build the same environment from the same pack. (pixi-unpack skips
+  them; a pack's packages are trusted to the same degree as the binaries they install.)
+- each ``conda-meta/<pkg>.json`` has its original ``url``/``channel`` from the pack's origins,
+  so ``conda list`` shows e.g. ``conda-forge`` and ``conda list --explicit`` the original URLs;
+- ``conda-meta/history`` gets a real revision (rattler leaves it empty), so
+  ``conda list --revisions`` works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+from rattler import Channel, RepoData
+from rattler import install as rattler_install
+from rattler.install import InstallerReporter
+from rattler.networking import Client, MirrorMiddleware
+from rattler.package_cache import PackageCache
+
+from conda_pixi_pack import __version__
+from conda_pixi_pack.artifacts import fill_placeholders, verify_checksum
+from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.fileio import write_atomically
+from conda_pixi_pack.format import REPODATA_FILE
+from conda_pixi_pack.unpack.install.seed import SeedUnavailable, seed_cache, seeding_available
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rattler import RepoDataRecord
+
+    from conda_pixi_pack.artifacts import PackedPackage
+    from conda_pixi_pack.progress import Reporter, Task
+
+#: How long, at most, a failed install waits for rattler's worker threads to finish (seconds).
+QUIET_TIMEOUT: Final = 30.0
+#: A failed install is over once the cache and prefix have not changed for this long (seconds).
+QUIET_INTERVAL: Final = 0.3
+#: Files rattler leaves at the root of a new prefix, removed unless a package installed them.
+STRAY_FILES: Final = frozenset({"CACHEDIR.TAG"})
+#: Hosts whose channel URLs conda abbreviates to the channel name (``conda-forge``) in history.
+ANACONDA_ORG: Final = "https://conda.anaconda.org/"
+#: Where the refusing client sends any request: a scheme rattler's HTTP client never fetches,
+#: named so that an error quoting it says why.
+NOWHERE: Final = "file:///conda-pixi-pack-installs-offline/"
+
+
+class _Progress(InstallerReporter):
+    """Forwards rattler's link events to our Reporter and remembers failed post-link scripts."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.failed_post_links: list[str] = []
+        self._scripts: dict[int, str] = {}
+
+    def on_link_complete(self, index: int) -> None:
+        self.task.advance(1)
+
+    def on_post_link_start(self, package_name: str, script_path: str) -> int:
+        self._scripts[len(self._scripts)] = package_name
+        return len(self._scripts) - 1
+
+    def on_post_link_complete(self, index: int, success: bool) -> None:
+        if not success:
+            self.failed_post_links.append(self._scripts.get(index, "?"))
+
+
+def _records(packages: list[PackedPackage]) -> list[tuple[PackedPackage, RepoDataRecord]]:
+    """Each of ``packages`` with rattler's record for it, parsed from its subdir's repodata.json
+    (with a ``file://`` URL into the extracted pack)."""
+    wanted: dict[Path, dict[str, PackedPackage]] = {}
+    for package in packages:
+        wanted.setdefault(package.path.parent, {})[package.file_name] = package
+    pairs: list[tuple[PackedPackage, RepoDataRecord]] = []
+    for subdir_dir, by_name in wanted.items():
+        channel = Channel(subdir_dir.parent.resolve().as_uri())
+        repodata = RepoData.from_path(subdir_dir / REPODATA_FILE)
+        records = repodata.into_repo_data(channel)
+        pairs += [(by_name[r.file_name], r) for r in records if r.file_name in by_name]
+    return pairs
+
+
+def _provenance(package: PackedPackage, record: RepoDataRecord) -> tuple[str, str]:
+    """The URL and channel conda-meta should show: the original ones where the pack has them,
+    else the package's place in the extracted pack (what pixi-unpack records)."""
+    if package.origin is None:
+        return record.url, record.channel
+    # "<channel>/<subdir>/<file name>" -> "<channel>/" when the pack did not name the channel.
+    return package.origin.url, package.origin.channel or package.origin.url.rsplit("/", 2)[0] + "/"
+
+
+def _point_at_origins(
+    pairs: list[tuple[PackedPackage, RepoDataRecord]], wanted: dict[str, tuple[str, str]]
+) -> tuple[Client, dict[str, tuple[str, str]]]:
+    """Give each record the URL and channel conda-meta should show (rattler writes them there),
+    and return a client that refuses every request: the packages are all in the cache already,
+    and an original URL must never be fetched (the point is to install offline, exactly the
+    pack's packages). Also returns the entries to rewrite afterwards: those whose URL rattler
+    does not take (it parses them; the pack is someone else's)."""
+    refused: dict[str, list[str]] = {}
+    rewrite: dict[str, tuple[str, str]] = {}
+    for package, record in pairs:
+        name = _meta_name(package.record)
+        url, channel = wanted[name]
+        if url == record.url:
+            continue
+        try:
+            record.url, record.channel = url, channel
+        except Exception:  # py-rattler's own error types: the URL does not parse
+            rewrite[name] = (url, channel)
+            continue
+        if urlsplit(url).scheme != "file":
+            refused[record.url] = [NOWHERE]
+    return (Client([MirrorMiddleware(refused)]) if refused else Client()), rewrite
+
+
+def _channel_name(channel: str) -> str:
+    """conda's short channel name for history lines (``conda-forge`` for its anaconda.org URL);
+    written by hand because conda's ``Channel`` must not be imported by this backend."""
+    channel = channel.rstrip("/")
+    if channel.startswith(ANACONDA_ORG):
+        return channel[len(ANACONDA_ORG) :]
+    return channel
+
+
+def _meta_name(record: dict[str, Any]) -> str:
+    """The package's file name in conda-meta (``<name>-<version>-<build>.json``)."""
+    return f"{record['name']}-{record['version']}-{record['build']}.json"
+
+
+def _dump_meta(meta: dict[str, Any]) -> str:
+    """``meta`` as JSON with one top-level key per line and each value compact.
+
+    ``json.dumps(indent=2)`` runs Python's pure-Python encoder (the C one has no indent), which
+    costs ~1 ms per package for the long ``files``/``paths_data`` lists: too much for rewriting
+    two fields. Compact values keep the C encoder and the top level stays readable.
+    """
+    lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in meta.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def _restore_provenance(prefix: Path, rewrite: dict[str, tuple[str, str]]) -> None:
+    """Write the wanted ``url``/``channel`` into the conda-meta files named in ``rewrite``."""
+    for name, (url, channel) in rewrite.items():
+        path = prefix / "conda-meta" / name
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta["url"], meta["channel"] = url, channel
+        write_atomically(path, _dump_meta(meta).encode("utf-8"))
+
+
+def _owners(prefix: Path, names: frozenset[str]) -> set[str]:
+    """Which of ``names`` (files at the prefix's root) some installed package lists as its own.
+
+    The text is searched before it is parsed: the JSON of a large environment is tens of MB.
+    """
+    owned: set[str] = set()
+    for path in (prefix / "conda-meta").glob("*.json"):
+        text = path.read_text(encoding="utf-8")
+        candidates = {name for name in names if f'"{name}"' in text}
+        if candidates:
+            owned |= candidates.intersection(json.loads(text).get("files") or ())
+    return owned
+
+
+def _remove_stray_files(prefix: Path, owned: set[str]) -> None:
+    """Remove what py-rattler leaves at the prefix's root that no package installed.
+
+    py-rattler 0.28 writes a ``CACHEDIR.TAG`` there (a bare ``rattler.install`` does too), which
+    makes backup tools (``tar --exclude-caches``, borg, restic) skip the whole environment.
+    """
+    for name in STRAY_FILES - owned:
+        (prefix / name).unlink(missing_ok=True)
+
+
+def _write_history(prefix: Path, channels: dict[str, str]) -> None:
+    """One conda-style revision listing every package (``channels``: each one's channel by
+    conda-meta file name), unless rattler already wrote one."""
+    history = prefix / "conda-meta" / "history"
+    if history.is_file() and history.read_text(encoding="utf-8").strip():
+        return
+    lines = [
+        f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} <==",
+        f"# cmd: conda-pixi-pack unpack (conda-pixi-pack {__version__}, rattler backend)",
+    ]
+    dists = [f"+{_channel_name(channel)}::{name.removesuffix('.json')}" for name, channel in channels.items()]
+    history.write_text("\n".join(lines + sorted(dists)) + "\n", encoding="utf-8")
+
+
+def _snapshot(folders: list[Path]) -> set[tuple[str, int, int]]:
+    found = set()
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            for name in dirnames + filenames:
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                found.add((os.path.join(dirpath, name), st.st_size, st.st_mtime_ns))
+    return found
+
+
+def _wait_until_quiet(folders: list[Path]) -> None:
+    """After a failed install, wait until rattler's leftover workers stop writing.
+
+    rattler returns the first error while extraction/link tasks it already started keep running
+    in its own threads; cleaning up under them would leave files behind. Only used on failure.
+    """
+    deadline = time.monotonic() + QUIET_TIMEOUT
+    before = _snapshot(folders)
+    while time.monotonic() < deadline:
+        time.sleep(QUIET_INTERVAL)
+        after = _snapshot(folders)
+        if after == before:
+            return
+        before = after
+
+
+class RattlerInstaller:
+    """The rattler backend behind the :class:`~conda_pixi_pack.unpack.install.Installer` interface."""
+
+    name: Final = "rattler"
+
+    @property
+    def takes_extents(self) -> bool:
+        """Packages left inside a pack file are extracted from there (seed.py), where it can run."""
+        return seeding_available()
+
+    def install(
+        self,
+        packages: list[PackedPackage],
+        prefix: Path,
+        *,
+        pkgs_dir: Path | None,
+        reporter: Reporter,
+        on_linked: Callable[[], None] | None = None,
+    ) -> None:
+        """Install ``packages`` into the new ``prefix`` with rattler; raises PackError on any failure.
+
+        Packages whose checksum validation deferred are verified before anything is linked.
+        ``pkgs_dir`` keeps the extracted packages for later runs; without it they go to a temporary
+        folder beside ``prefix`` (same file system, so rattler can hard-link) removed at the end.
+        ``on_linked`` is called once the package files are no longer needed (the caller may start
+        removing them while the metadata is finished).
+        """
+        pairs = _records(packages)
+        wanted = {_meta_name(package.record): _provenance(package, record) for package, record in pairs}
+        temp_cache = None
+        if pkgs_dir is None:
+            temp_cache = tempfile.TemporaryDirectory(
+                prefix=".conda-pixi-pack-cache-", dir=prefix.parent, ignore_cleanup_errors=True
+            )
+        cache = pkgs_dir if pkgs_dir is not None else Path(temp_cache.name)  # type: ignore[union-attr]
+        try:
+            client, rewrite = _prepare(pairs, wanted, cache, reporter)
+        except BaseException:
+            if temp_cache is not None:
+                temp_cache.cleanup()
+            raise
+        cleaner = _run_install(
+            [record for _, record in pairs], prefix, cache, temp_cache, client, reporter, on_linked
+        )
+        try:
+            _restore_provenance(prefix, rewrite)
+            _remove_stray_files(prefix, _owners(prefix, STRAY_FILES))
+            _write_history(prefix, {name: channel for name, (_, channel) in wanted.items()})
+        finally:
+            if cleaner is not None:
+                cleaner.join()
+
+    def registration_undo(self, prefix: Path) -> Callable[[], None] | None:
+        """rattler registers nothing."""
+        return None
+
+
+def _prepare(
+    pairs: list[tuple[PackedPackage, RepoDataRecord]],
+    wanted: dict[str, tuple[str, str]],
+    cache: Path,
+    reporter: Reporter,
+) -> tuple[Client | None, dict[str, tuple[str, str]]]:
+    """Verify every package and put it where rattler takes it from; returns the client rattler
+    fetches with and the conda-meta entries (by file name) to rewrite afterwards to ``(url,
+    channel)``.
+
+    First choice: every package extracted into the cache (seed.py), records with their original
+    URLs and a client that fetches nothing. Otherwise: package files (copied out of the pack
+    where extraction left them there) behind ``file://`` URLs, provenance rewritten afterwards.
+    """
+    packages = [package for package, _ in pairs]
+    records = [record for _, record in pairs]
+    try:
+        seeded = seed_cache(packages, cache, reporter)
+    except SeedUnavailable as exc:
+        reporter.debug(f"installing from package files: {exc}")
+    else:
+        for package in packages:  # already in the cache: not extracted, so not verified yet
+            if package.checksum_deferred and package.path not in seeded:
+                verify_checksum(package)
+        if asyncio.run(_all_cached(cache, records)):
+            return _point_at_origins(pairs, wanted)
+        reporter.debug("rattler does not see the extracted packages in its cache: installing from files")
+    try:
+        fill_placeholders({p.path: p.extent for p in packages if p.extent is not None})
+    except (OSError, EOFError) as exc:
+        raise PackError(f"cannot copy the packages out of the pack: {exc}") from exc
+    for package in packages:  # what rattler reads now, which it does not verify itself
+        if package.extent is not None:
+            verify_checksum(replace(package, extent=None))
+    # rattler writes the file:// URLs; the original ones replace them afterwards.
+    return None, {
+        _meta_name(p.record): wanted[_meta_name(p.record)] for p in packages if p.origin is not None
+    }
+
+
+async def _all_cached(cache: Path, records: list[RepoDataRecord]) -> bool:
+    """Whether rattler's own cache index finds every record in ``cache`` (so nothing is fetched)."""
+    index = await PackageCache(cache).index()
+    return all(index.contains_record(record) for record in records)
+
+
+def _run_install(
+    records: list[RepoDataRecord],
+    prefix: Path,
+    cache: Path,
+    temp_cache: tempfile.TemporaryDirectory[str] | None,
+    client: Client | None,
+    reporter: Reporter,
+    on_linked: Callable[[], None] | None,
+) -> threading.Thread | None:
+    """``rattler.install`` into the new ``prefix``, its failures as PackError; returns the thread
+    removing ``temp_cache`` (the caller joins it once conda-meta is finished)."""
+    task = reporter.task("Installing packages", len(records), "pkg")
+    progress = _Progress(task)
+    try:
+        asyncio.run(
+            rattler_install(
+                records,
+                prefix,
+                cache_dir=cache,
+                installed_packages=[],
+                execute_link_scripts=True,
+                show_progress=False,
+                client=client,
+                reporter=progress,
+            )
+        )
+    except BaseException as exc:
+        _wait_until_quiet([cache, prefix])
+        if temp_cache is not None:
+            temp_cache.cleanup()
+        if not isinstance(exc, Exception):
+            raise
+        # rattler raises its own types for broken packages, link errors, ...
+        raise PackError(f"installing the packages into {prefix} failed: {exc}") from exc
+    finally:
+        task.done()
+    if on_linked is not None:
+        on_linked()
+    cleaner = None
+    if temp_cache is not None:
+        # The prefix holds hard links to the extracted packages, so the temporary cache can go
+        # now: its ~10,000 unlinks run in a thread (they release the GIL) meanwhile.
+        cleaner = threading.Thread(target=temp_cache.cleanup, name="remove-temporary-cache")
+        cleaner.start()
+    if progress.failed_post_links:
+        if cleaner is not None:
+            cleaner.join()
+        raise PackError(
+            f"the post-link script of {', '.join(sorted(progress.failed_post_links))} failed",
+            # rattler logs the script's output only to its own (Rust) log, which py-rattler
+            # does not pass on; conda's installer reports it.
+            "the environment was not created; to see the script's output, "
+            "unpack with --installer conda where conda is installed",
+        )
+    return cleaner
