@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.fileio import CHUNK_SIZE, copy_range
-from conda_pixi_pack.format import CHANNEL_DIR
+from conda_pixi_pack.format import CHANNEL_DIR, DAMAGED_HINT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from conda_pixi_pack.progress import Task
 
 #: Hint for every damaged-package error.
-DAMAGED_HINT: Final = "the pack is damaged or incomplete; copy or build it again"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,12 @@ FORMAT_VERSION: Final = "1"
 METADATA_FILE: Final = "pixi-pack.json"
 #: conda/mamba-readable description of the environment at the root of the pack.
 ENVIRONMENT_FILE: Final = "environment.yml"
+#: conda's ``@EXPLICIT`` list of the packages (paths relative to the pack's root, with sha256):
+#: ``conda create -p ./env --offline --file explicit.txt`` installs it without a solver. Optional
+#: on read (pixi-pack writes none).
+EXPLICIT_FILE: Final = "explicit.txt"
+#: The marker line of an explicit list (CEP 23).
+EXPLICIT_MARKER: Final = "@EXPLICIT"
 #: Folder with one sub-folder per subdir, each with its packages and ``repodata.json``.
 CHANNEL_DIR: Final = "channel"
 #: Flat folder of wheels.
@@ -44,6 +50,9 @@ CONDA_SUFFIX: Final = ".conda"
 TAR_BZ2_SUFFIX: Final = ".tar.bz2"
 WHEEL_SUFFIX: Final = ".whl"
 
+
+#: Hint for every damaged pack.
+DAMAGED_HINT: Final = "the pack is damaged or incomplete; copy or build it again"
 
 #: ``writer_version`` of a pack that has our key but no version in it.
 EARLIER_WRITER: Final = "an earlier version"
@@ -89,16 +98,33 @@ class PackMetadata:
 
 def read_metadata(root: Path) -> PackMetadata:
     """Parse and check ``pixi-pack.json`` of an extracted pack (the platform is checked by unpack)."""
-    path = root / METADATA_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = (root / METADATA_FILE).read_bytes()
     except FileNotFoundError:
         raise PackError(
             f"not a pack: {METADATA_FILE} is missing",
             "give a file written by `pack` (or pixi-pack)",
         ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PackError(f"not a pack: {METADATA_FILE} cannot be read: {exc}") from None
+    except OSError as exc:
+        raise PackError(f"cannot read {METADATA_FILE} of the pack: {exc.strerror or exc}") from None
+    return parse_metadata(data)
+
+
+def load_json(data: bytes, name: str) -> Any:
+    """A pack's JSON file, or a "damaged pack" error naming it: undecodable bytes or broken JSON
+    mean the file was damaged, and the error says so rather than quoting a codec."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        problem = f"it is not UTF-8 text (byte {exc.start})"
+    except json.JSONDecodeError as exc:
+        problem = f"it is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+    raise PackError(f"broken pack: {name} is damaged: {problem}", DAMAGED_HINT)
+
+
+def parse_metadata(data: bytes) -> PackMetadata:
+    """Parse and check the bytes of ``pixi-pack.json``."""
+    data = load_json(data, METADATA_FILE)
     if not isinstance(data, dict):
         raise PackError(f"not a pack: {METADATA_FILE} is not a JSON object")
     version = data.get("version")
@@ -132,6 +158,13 @@ def read_metadata(root: Path) -> PackMetadata:
     return PackMetadata(FORMAT_VERSION, str(tool_version or "unknown"), platform, origins, writer_version)
 
 
+def current_platform() -> str:
+    """This machine's conda subdir, as rattler names it (``linux-64``, ``osx-arm64``, ...)."""
+    from rattler import Subdir
+
+    return str(Subdir.current())
+
+
 def is_package_path(path: Path) -> bool:
     """Whether ``path`` in an extracted pack is where a package file goes (``channel/<subdir>/``)."""
     return path.name.endswith((CONDA_SUFFIX, TAR_BZ2_SUFFIX)) and path.parent.parent.name == CHANNEL_DIR
@@ -149,6 +182,26 @@ def environment_yml(conda_specs: Iterable[str], wheel_specs: Iterable[str]) -> s
     if wheels:
         lines += ["  - pip:", "    - --no-index", "    - --find-links ./pypi"]
         lines += [f"    - {spec}" for spec in wheels]
+    return "\n".join(lines) + "\n"
+
+
+def explicit_list(platform: str, packages: Iterable[tuple[str, str, Mapping[str, Any]]]) -> str:
+    """conda's ``@EXPLICIT`` list for ``packages`` (``(subdir, file name, record)`` in the order of
+    ``environment.yml``): each line a path relative to the pack's root and ``#`` its sha256 (md5
+    where the record has no sha256), as ``conda list --explicit --sha256`` writes them. conda and
+    micromamba resolve such paths against the current folder: the pack's root after ``tar -xf``."""
+    lines = [
+        f"# Packages of this pack for {platform}, installed without a solver by, in the folder the",
+        "# pack was extracted to (tar -xf environment.tar):",
+        f"#   conda create -p ./env --offline --file {EXPLICIT_FILE}",
+        f"#   micromamba create -p ./env --offline -f {EXPLICIT_FILE}",
+        f"# platform: {platform}",
+        EXPLICIT_MARKER,
+    ]
+    for subdir, file_name, record in packages:
+        checksum = record.get("sha256") or record.get("md5")
+        suffix = f"#{checksum}" if isinstance(checksum, str) and checksum else ""
+        lines.append(f"{CHANNEL_DIR}/{subdir}/{file_name}{suffix}")
     return "\n".join(lines) + "\n"
 
 
@@ -205,15 +258,24 @@ def read_repodata(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
         path = subdir_path / REPODATA_FILE
         if not path.is_file():
             continue
+        name = path.relative_to(root).as_posix()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PackError(f"broken pack: {path.relative_to(root)} cannot be read: {exc}") from None
-        records: dict[str, dict[str, Any]] = {}
-        for key in ("packages", "packages.conda"):
-            section = data.get(key) or {}
-            if not isinstance(section, dict):
-                raise PackError(f"broken pack: {path.relative_to(root)} has a malformed {key!r}")
-            records.update(section)
-        result[subdir_path.name] = records
+            data = path.read_bytes()
+        except OSError as exc:
+            raise PackError(f"cannot read {name} of the pack: {exc.strerror or exc}") from None
+        result[subdir_path.name] = parse_repodata(data, name)
     return result
+
+
+def parse_repodata(data: bytes, name: str) -> dict[str, dict[str, Any]]:
+    """``file name -> record`` of one ``repodata.json`` (``.conda`` and ``.tar.bz2`` records alike)."""
+    document = load_json(data, name)
+    if not isinstance(document, dict):
+        raise PackError(f"broken pack: {name} is not a JSON object", DAMAGED_HINT)
+    records: dict[str, dict[str, Any]] = {}
+    for key in ("packages", "packages.conda"):
+        section = document.get(key) or {}
+        if not isinstance(section, dict):
+            raise PackError(f"broken pack: {name} has a malformed {key!r}", DAMAGED_HINT)
+        records.update(section)
+    return records

@@ -70,7 +70,7 @@ def test_metadata_round_trip_keeps_origins(tmp_path: Path) -> None:
     ("content", "message"),
     [
         (None, "pixi-pack.json is missing"),
-        ("{not json", "cannot be read"),
+        ("{not json", r"broken pack: pixi-pack.json is damaged: it is not valid JSON \(line 1, column 2"),
         ("[]", "not a JSON object"),
         ('{"version": 1, "platform": "linux-64"}', 'has version 1, which must be the string "1"'),
         ('{"version": "2", "platform": "linux-64"}', "unsupported pack format version '2'"),
@@ -84,6 +84,23 @@ def test_bad_metadata_is_one_clear_error(tmp_path: Path, content: str | None, me
     with pytest.raises(PackError, match=message) as info:
         layout.read_metadata(tmp_path)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["pixi-pack.json", "channel/linux-64/repodata.json"], ids=["metadata", "repodata"]
+)
+def test_undecodable_bytes_are_a_damaged_pack_not_a_codec_error(tmp_path: Path, name: str) -> None:
+    """A flipped byte in a pack's JSON is damage: the message says so and gives a hint, with no
+    Python codec text in it."""
+    (tmp_path / layout.METADATA_FILE).write_text('{"version": "1", "platform": "linux-64"}')
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"version": "1", "platform": "linux-\xdd64"}')
+    with pytest.raises(PackError) as info:
+        layout.read_metadata(tmp_path) if name == layout.METADATA_FILE else layout.read_repodata(tmp_path)
+    assert info.value.message == f"broken pack: {name} is damaged: it is not UTF-8 text (byte 36)"
+    assert info.value.hint == "the pack is damaged or incomplete; copy or build it again"
+    assert "codec" not in str(info.value) and "utf-8" not in str(info.value)
 
 
 def test_origins_with_odd_types_are_tolerated(tmp_path: Path) -> None:

@@ -92,6 +92,23 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
         "--directory-only", action="store_true", help="Write the pack as a folder instead of a tar."
     )
     parser.add_argument(
+        "--create-executable",
+        action="store_true",
+        help="Write a self-extracting script that installs the pack by itself: environment.sh "
+        "(environment.ps1 for win-* packs).",
+    )
+    parser.add_argument(
+        "--unpacker-source",
+        metavar="PATH_OR_URL",
+        help="With --create-executable: embed this installer, a micromamba or conda-standalone conda "
+        "package or program for the pack's platform, so the script needs nothing on the target.",
+    )
+    parser.add_argument(
+        "--unpacker-sha256",
+        metavar="SHA256",
+        help="The sha256 the --unpacker-source file must have.",
+    )
+    parser.add_argument(
         "--use-cache",
         dest="cache_dir",
         type=path_argument,
@@ -130,36 +147,29 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
 
 def options_from_args(args: argparse.Namespace) -> PackOptions:
     """The one place flags become :class:`PackOptions` (tested flag by flag)."""
-    from conda_pixi_pack.pack.output import STDOUT_FD, OutputMode, names_descriptor
+    from conda_pixi_pack.pack.output import OutputMode
     from conda_pixi_pack.pack.pipeline import PackOptions
     from conda_pixi_pack.pack.sources.lockfile import LockSource
+    from conda_pixi_pack.pack.unpacker import UnpackerSource
 
+    _check_flags(args)
     to_stdout = args.output == STDOUT
-    if to_stdout and args.directory_only:
-        raise UsageError(
-            "--directory-only writes a folder and cannot write to stdout (-o -)",
-            "give a folder name with -o, or drop --directory-only",
-        )
-    if not to_stdout and names_descriptor(args.output, 2) and not names_descriptor(args.output, STDOUT_FD):
-        raise UsageError(
-            f"-o {args.output} is standard error, where progress and errors go: they would mix with the pack",
-            "give -o FILE, or -o - for standard output",
-        )
-    if args.json and (to_stdout or names_descriptor(args.output, STDOUT_FD)):
-        raise UsageError(
-            f"--json and -o {args.output} would both write to stdout",
-            "write the pack to a file with -o FILE",
-        )
-    mode = (
-        OutputMode.STREAM if to_stdout else OutputMode.FOLDER if args.directory_only else OutputMode.ARCHIVE
-    )
-    if args.output is None or to_stdout:
-        output = Path(DEFAULT_DIRECTORY if args.directory_only else DEFAULT_ARCHIVE)
+    if to_stdout:
+        mode = OutputMode.STREAM
+    elif args.create_executable:
+        mode = OutputMode.EXECUTABLE
     else:
-        output = path_argument(args.output)
+        mode = OutputMode.FOLDER if args.directory_only else OutputMode.ARCHIVE
+    if args.output is None and mode is not OutputMode.EXECUTABLE:  # its name follows the platform
+        output: Path | None = Path(DEFAULT_DIRECTORY if args.directory_only else DEFAULT_ARCHIVE)
+    else:
+        output = None if to_stdout or args.output is None else path_argument(args.output)
     source = LockSource(environment=args.environment, ignore_pypi_non_wheel=args.ignore_pypi_non_wheel)
     if args.manifest is not None:
         source = replace(source, manifest=args.manifest)
+    unpacker = None
+    if args.unpacker_source is not None:
+        unpacker = UnpackerSource(args.unpacker_source, args.unpacker_sha256)
     return PackOptions(
         source=source,
         platform=args.platform,
@@ -171,7 +181,42 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
         inject=list(args.inject or []),
         auth_file=args.auth_file,
         config_file=args.config_file,
+        unpacker=unpacker,
     )
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Flags that parse but cannot go together."""
+    from conda_pixi_pack.pack.output import STDOUT_FD, names_descriptor
+
+    to_stdout = args.output == STDOUT
+    if to_stdout and args.directory_only:
+        raise UsageError(
+            "--directory-only writes a folder and cannot write to stdout (-o -)",
+            "give a folder name with -o, or drop --directory-only",
+        )
+    if args.create_executable and (to_stdout or args.directory_only):
+        other = "-o -" if to_stdout else "--directory-only"
+        raise UsageError(
+            f"--create-executable writes a script file and cannot be combined with {other}",
+            f"give a file name with -o, or drop {other}",
+        )
+    if args.unpacker_source is not None and not args.create_executable:
+        raise UsageError("--unpacker-source only applies to --create-executable", "add --create-executable")
+    if args.unpacker_sha256 is not None and args.unpacker_source is None:
+        raise UsageError(
+            "--unpacker-sha256 needs --unpacker-source", "give the installer with --unpacker-source"
+        )
+    if not to_stdout and names_descriptor(args.output, 2) and not names_descriptor(args.output, STDOUT_FD):
+        raise UsageError(
+            f"-o {args.output} is standard error, where progress and errors go: they would mix with the pack",
+            "give -o FILE, or -o - for standard output",
+        )
+    if args.json and (to_stdout or names_descriptor(args.output, STDOUT_FD)):
+        raise UsageError(
+            f"--json and -o {args.output} would both write to stdout",
+            "write the pack to a file with -o FILE",
+        )
 
 
 def execute(args: argparse.Namespace, output: Output | None = None) -> int:

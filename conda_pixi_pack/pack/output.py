@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from conda_pixi_pack.errors import PackError
-from conda_pixi_pack.pack.writers import folder, tar
+from conda_pixi_pack.pack.writers import executable, folder, tar
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from conda_pixi_pack.pack.writers.executable import ScriptFacts
     from conda_pixi_pack.progress import Reporter
 
 #: A typed ``-o`` ending in one of these names a folder (``/`` counts on Windows too).
@@ -42,6 +43,18 @@ class OutputMode(enum.Enum):
     FOLDER = "folder"
     #: A tar streamed to standard output (``-o -``).
     STREAM = "stream"
+    #: A self-extracting script with the tar inside (``--create-executable``), renamed into place.
+    EXECUTABLE = "executable"
+
+
+def default_output(mode: OutputMode, platform: str) -> Path | None:
+    """pixi-pack's default names: ``environment.tar``, ``environment/``, ``environment.sh`` (or
+    ``.ps1`` for a Windows pack); None for standard output."""
+    if mode is OutputMode.STREAM:
+        return None
+    if mode is OutputMode.EXECUTABLE:
+        return Path(executable.default_name(platform))
+    return Path("environment" if mode is OutputMode.FOLDER else "environment.tar")
 
 
 class Output:
@@ -58,8 +71,8 @@ class Output:
     def refuse_overlap(self, inputs: Iterable[tuple[Path, str]], cache_dir: Path | None) -> None:
         """Refuse an output that would replace one of the pack's ``inputs`` or lie in its cache."""
 
-    def write(self, staging: Path, reporter: Reporter) -> int:
-        """Write the pack assembled in ``staging``; returns its size in bytes."""
+    def write(self, staging: Path, reporter: Reporter, facts: ScriptFacts) -> int:
+        """Write the pack assembled in ``staging`` (``facts`` describe it); returns its size in bytes."""
         raise NotImplementedError
 
     def replaced(self) -> bool:
@@ -68,11 +81,12 @@ class Output:
 
 
 class _Renamed(Output):
-    """An output renamed into place: an archive or a folder."""
+    """An output renamed into place: an archive, a folder or a self-extracting script."""
 
-    def __init__(self, target: Path, *, is_folder: bool) -> None:
+    def __init__(self, target: Path, mode: OutputMode) -> None:
         self.target = target
-        self.is_folder = is_folder
+        self.mode = mode
+        self.is_folder = mode is OutputMode.FOLDER
         self._before: tuple[int, int] | None = None
 
     def make_staging(self) -> Path:
@@ -96,13 +110,15 @@ class _Renamed(Output):
                     "choose another output with -o",
                 )
 
-    def write(self, staging: Path, reporter: Reporter) -> int:
+    def write(self, staging: Path, reporter: Reporter, facts: ScriptFacts) -> int:
         assert self.target is not None
         self._before = _identity(self.target)
         if self.is_folder:
             reporter.info(f"Moving the pack folder into place at {self.target}")
             return folder.write_tree(staging, self.target)
         reporter.info(f"Writing {self.target}")
+        if self.mode is OutputMode.EXECUTABLE:
+            return executable.write_executable(staging, self.target, facts, reporter)
         return tar.write_archive(staging, self.target, reporter)
 
     def replaced(self) -> bool:
@@ -116,7 +132,7 @@ class StreamOutput(Output):
     def __init__(self, target: Path | None) -> None:
         self.target = target
 
-    def write(self, staging: Path, reporter: Reporter) -> int:
+    def write(self, staging: Path, reporter: Reporter, facts: ScriptFacts) -> int:
         if self.target is None:
             return _to_stdout(staging, reporter)
         reporter.info(f"Writing the pack into {self.target}")
@@ -141,8 +157,8 @@ def plan_output(mode: OutputMode, output: Path | None, typed: str | None = None)
     # /proc/PID/fd/1 -> "pipe:[…]", which stat can open but realpath turns into a missing path.
     given = Path(os.path.abspath(output))
     if is_special(given):
-        if mode is OutputMode.FOLDER:
-            raise PackError(f"cannot write a pack folder into {given}: it is a device or pipe")
+        if mode is not OutputMode.ARCHIVE:
+            raise PackError(f"cannot write a pack {mode.value} into {given}: it is a device or pipe")
         return StreamOutput(given)
     target = Path(os.path.realpath(given))
     _check_parent(target)
@@ -153,7 +169,7 @@ def plan_output(mode: OutputMode, output: Path | None, typed: str | None = None)
             f"cannot write {target}: it is a folder",
             "give a file name with -o, or use --directory-only to write a folder",
         )
-    return _Renamed(target, is_folder=mode is OutputMode.FOLDER)
+    return _Renamed(target, mode)
 
 
 def _check_parent(target: Path) -> None:

@@ -22,10 +22,11 @@ from conda_pixi_pack import __version__
 from conda_pixi_pack import format as layout
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.fileio import remove_uninterrupted
-from conda_pixi_pack.pack import cache, download, inject
-from conda_pixi_pack.pack.output import OutputMode, file_url_path, plan_output
+from conda_pixi_pack.pack import cache, download, inject, unpacker
+from conda_pixi_pack.pack.output import OutputMode, default_output, file_url_path, plan_output
 from conda_pixi_pack.pack.sources.lockfile import LockSource
 from conda_pixi_pack.pack.urls import public_url
+from conda_pixi_pack.pack.writers.executable import ScriptFacts
 from conda_pixi_pack.progress import Reporter, plural
 
 if TYPE_CHECKING:
@@ -34,9 +35,14 @@ if TYPE_CHECKING:
     from conda_pixi_pack.artifacts import Artifact
     from conda_pixi_pack.pack.output import Output
     from conda_pixi_pack.pack.sources import LockedConda, LockedEnvironment, LockedWheel, Source
+    from conda_pixi_pack.pack.unpacker import UnpackerSource
 
-#: Downloads land here inside the staging folder, then move to their place in the pack.
+#: Downloads land here inside the pack's folder, then move to their place in the pack.
 FETCH_DIR: Final = ".fetch"
+#: The pack is assembled in this folder of the staging folder ...
+PACK_DIR: Final = "pack"
+#: ... and an embedded installer (``--unpacker-source``) is prepared beside it.
+UNPACKER_DIR: Final = "unpacker"
 
 
 @dataclass
@@ -48,8 +54,10 @@ class PackOptions:
     #: A conda subdir such as ``linux-64``; None means the platform this runs on.
     platform: str | None = None
     mode: OutputMode = OutputMode.ARCHIVE
-    #: Target archive or folder; unused by :attr:`OutputMode.STREAM` (standard output).
-    output: Path = Path("environment.tar")
+    #: Target archive, folder or script; None: pixi-pack's default name for the mode and platform
+    #: (``environment.tar``, ``environment``, ``environment.sh``/``.ps1``). Unused by
+    #: :attr:`OutputMode.STREAM` (standard output).
+    output: Path | None = None
     #: ``-o`` as typed, when there is one: its trailing separator (``-o out/``) names a folder,
     #: which ``output`` (a Path) no longer shows.
     output_text: str | None = None
@@ -57,6 +65,8 @@ class PackOptions:
     inject: list[Path] = field(default_factory=list)
     auth_file: Path | None = None
     config_file: Path | None = None
+    #: The installer a self-extracting pack embeds (``--unpacker-source``, ``--unpacker-sha256``).
+    unpacker: UnpackerSource | None = None
 
 
 @dataclass
@@ -73,7 +83,10 @@ class PackResult:
 def pack(options: PackOptions, reporter: Reporter | None = None) -> PackResult:
     """Write the pack described by ``options``; raises PackError, leaves nothing behind on failure."""
     reporter = reporter or Reporter()
-    output = plan_output(options.mode, options.output, options.output_text)
+    path = options.output or default_output(options.mode, options.platform or layout.current_platform())
+    output = plan_output(options.mode, path, options.output_text)
+    if options.unpacker is not None:
+        unpacker.check_source(options.unpacker)
     try:
         return _pack(options, output, reporter)
     except KeyboardInterrupt:
@@ -103,10 +116,12 @@ def _pack(options: PackOptions, output: Output, reporter: Reporter) -> PackResul
         inject.check_fits([c.record for c in conda], [c.record for c in injection.conda], reporter)
     staging = output.make_staging()
     try:
-        _fetch(staging, conda, wheels, options, reporter)
-        inject.copy_into(staging, layout.CHANNEL_DIR, layout.PYPI_DIR, injection)
-        _write_format_files(staging, env.platform, conda, wheels, injection)
-        size = output.write(staging, reporter)
+        root = staging / PACK_DIR
+        _fetch(root, conda, wheels, options, reporter)
+        inject.copy_into(root, layout.CHANNEL_DIR, layout.PYPI_DIR, injection)
+        _write_format_files(root, env.platform, conda, wheels, injection)
+        facts = _facts(env.platform, conda, wheels, injection, options, staging / UNPACKER_DIR, reporter)
+        size = output.write(root, reporter, facts)
     finally:
         _remove_staging(staging)
     return PackResult(
@@ -115,6 +130,32 @@ def _pack(options: PackOptions, output: Output, reporter: Reporter) -> PackResul
         wheels=len(wheels) + len(injection.wheels),
         size=size,
         platform=env.platform,
+    )
+
+
+def _facts(
+    platform: str,
+    conda: list[LockedConda],
+    wheels: list[LockedWheel],
+    injection: inject.Injection,
+    options: PackOptions,
+    work: Path,
+    reporter: Reporter,
+) -> ScriptFacts:
+    """What a self-extracting pack's script needs to know, its installer fetched and checked."""
+    names = {str(c.record["name"]) for c in conda} | injection.conda_names
+    embedded = None
+    if options.unpacker is not None:
+        network = download.NetworkSettings(auth_file=options.auth_file, config_file=options.config_file)
+        embedded = unpacker.resolve(
+            options.unpacker, platform, work, network=network, cache_dir=options.cache_dir, reporter=reporter
+        )
+    return ScriptFacts(
+        platform=platform,
+        packages=len(conda) + len(injection.conda),
+        wheels=tuple(f"{w.name}=={w.version}" for w in [*wheels, *injection.wheels]),
+        has_pip="pip" in names,
+        unpacker=embedded,
     )
 
 
@@ -167,7 +208,8 @@ def _write_format_files(
     wheels: list[LockedWheel],
     injection: inject.Injection,
 ) -> None:
-    """``repodata.json`` of every subdir, ``pixi-pack.json`` and ``environment.yml``."""
+    """``repodata.json`` of every subdir, ``pixi-pack.json``, ``environment.yml`` and the
+    ``@EXPLICIT`` list."""
     channel = root / layout.CHANNEL_DIR
     records: list[tuple[str, str, Mapping[str, Any]]] = [(c.subdir, c.file_name, c.record) for c in conda]
     records += [(i.subdir, i.file_name, i.record) for i in injection.conda]
@@ -186,6 +228,7 @@ def _write_format_files(
         layout.environment_yml([layout.conda_spec(r) for _, _, r in records], wheel_specs),
         encoding="utf-8",
     )
+    (root / layout.EXPLICIT_FILE).write_text(layout.explicit_list(platform, records), encoding="utf-8")
 
 
 def _origins(conda: list[LockedConda]) -> dict[str, layout.Origin]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.fileio import remove_uninterrupted
-from conda_pixi_pack.format import CHANNEL_DIR, conda_spec, is_package_path
+from conda_pixi_pack.format import CHANNEL_DIR, conda_spec, current_platform, is_package_path
 from conda_pixi_pack.progress import Reporter
 from conda_pixi_pack.unpack.activation import (
     check_quotable,
@@ -40,7 +40,7 @@ from conda_pixi_pack.unpack.target import (
     resolve_prefix,
     rmtree,
 )
-from conda_pixi_pack.unpack.validate import PackageDigests, current_platform, validate_pack
+from conda_pixi_pack.unpack.validate import PackageDigests, validate_pack
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -33,6 +33,7 @@ from conda_pixi_pack.format import (
     TAR_BZ2_SUFFIX,
     WHEEL_SUFFIX,
     PackMetadata,
+    current_platform,
     is_package_path,
     read_metadata,
     read_repodata,
@@ -119,13 +120,6 @@ class PackageDigests:
                 raise _Cancelled
             digest.update(chunk)
         return digest.hexdigest()
-
-
-def current_platform() -> str:
-    """This machine's conda subdir, as rattler names it (``linux-64``, ``osx-arm64``, ...)."""
-    from rattler import Subdir
-
-    return str(Subdir.current())
 
 
 def _check_metadata(root: Path, platform: str, reporter: Reporter) -> PackMetadata:

@@ -45,7 +45,8 @@ LAUNCHERS: Final = {
 }
 #: Every option of each subcommand, as the user types them (the tests below check each one).
 PACK_FLAGS: Final = (
-    "-m --manifest-file -e --environment -p --platform -o --output-file --directory-only --use-cache "
+    "-m --manifest-file -e --environment -p --platform -o --output-file --directory-only "
+    "--create-executable --unpacker-source --unpacker-sha256 --use-cache "
     "-i --inject --ignore-pypi-non-wheel --auth-file --config --json -v --verbose -q --quiet"
 ).split()
 UNPACK_FLAGS: Final = (
@@ -60,8 +61,8 @@ ON_LINUX_64: Final = sys.platform == "linux" and os.uname().machine == "x86_64"
 
 def launcher(name: str) -> list[str]:
     command = LAUNCHERS[name]
-    if command is None:
-        pytest.skip("the conda-pixi-pack console script is not installed beside this interpreter")
+    # the project is installed for its tests (make test): a missing console script is a failure
+    assert command is not None, "the conda-pixi-pack console script is not installed beside this interpreter"
     return command
 
 

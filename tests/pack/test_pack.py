@@ -147,6 +147,7 @@ def test_pack_contents(
         "channel/noarch/noarch-data-0.5-0.conda",
         "channel/noarch/repodata.json",
         "environment.yml",
+        "explicit.txt",
         "pixi-pack.json",
         "pypi/",
         "pypi/fixture_wheel-1.0-py3-none-any.whl",
@@ -191,6 +192,17 @@ def test_pack_contents(
             - fixture-wheel==1.0
         """
     )
+    digest = {
+        name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in sample_channel.packages.items()
+    }
+    explicit = (root / "explicit.txt").read_text().splitlines()
+    assert explicit[-4:] == [
+        "@EXPLICIT",
+        f"channel/linux-64/alpha-1.0-h0_0.conda#{digest['alpha']}",
+        f"channel/linux-64/beta-1.2-h0_0.tar.bz2#{digest['beta']}",
+        f"channel/noarch/noarch-data-0.5-0.conda#{digest['noarch-data']}",
+    ]
+    assert all(line.startswith("#") for line in explicit[:-4])
     linux = json.loads((root / "channel/linux-64/repodata.json").read_text())
     assert list(linux["packages"]) == ["beta-1.2-h0_0.tar.bz2"]
     assert list(linux["packages.conda"]) == ["alpha-1.0-h0_0.conda"]
@@ -215,6 +227,7 @@ def test_noarch_only_pack_has_no_platform_folder(make_project: Callable[..., Pat
         "channel/noarch/noarch-data-0.5-0.conda",
         "channel/noarch/repodata.json",
         "environment.yml",
+        "explicit.txt",
         "pixi-pack.json",
     ]
 
@@ -680,6 +693,7 @@ def test_pack_real_packages(
         f"channel/noarch/{package.name}",
         "channel/noarch/repodata.json",
         "environment.yml",
+        "explicit.txt",
         "pixi-pack.json",
         "pypi/",
         f"pypi/{WEBSERVER_WHEEL}",

@@ -425,7 +425,7 @@ def _break(kind: str, src: Path) -> None:
 
 VALIDATION = {
     "missing-metadata": "not a pack: pixi-pack.json is missing",
-    "metadata-not-json": "pixi-pack.json cannot be read",
+    "metadata-not-json": "broken pack: pixi-pack.json is damaged: it is not valid JSON",
     "version-number": "has version 1, which must be the string",
     "version-2": "unsupported pack format version '2'",
     "wrong-platform": f"the pack is for win-64 but this machine is {unpack_module.current_platform()}",

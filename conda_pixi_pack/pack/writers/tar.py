@@ -151,19 +151,38 @@ class _TarWriter:
         return done
 
 
+#: What goes before the tar in a file: bytes, or a file's whole content (an :class:`Entry`).
+Piece = bytes | Entry
+
+
 @dataclass(frozen=True)
 class _Plan:
-    """Every member with its header bytes, and the exact size of the tar they make."""
+    """Every member with its header bytes, the exact size of the tar they make, and what comes
+    before the tar in the file (the script and installer of a self-extracting pack)."""
 
     members: list[tuple[Entry, bytes]]
     size: int
+    head: tuple[Piece, ...] = ()
+
+    @property
+    def head_size(self) -> int:
+        return sum(len(piece) if isinstance(piece, bytes) else piece.size for piece in self.head)
 
     def layout(self) -> tuple[list[tuple[int, bytes]], list[tuple[Entry, int]]]:
-        """Where everything goes: (offset, bytes) of every header, padding and the end blocks,
-        and the offset of every file body. Together they fill exactly ``size`` bytes."""
+        """Where everything goes in the file: (offset, bytes) of the head's bytes, every header,
+        padding and the end blocks, and the offset of every file body (the head's files too).
+        Together they fill exactly ``head_size + size`` bytes."""
         blocks: list[tuple[int, bytes]] = []
         bodies: list[tuple[Entry, int]] = []
         position = 0
+        for piece in self.head:
+            if isinstance(piece, bytes):
+                blocks.append((position, piece))
+                position += len(piece)
+            else:
+                bodies.append((piece, position))
+                position += piece.size
+        end = position + self.size
         for entry, header in self.members:
             blocks.append((position, header))
             position += len(header)
@@ -175,17 +194,22 @@ class _Plan:
             if padding:
                 blocks.append((position, padding))
                 position += len(padding)
-        blocks.append((position, b"\0" * (self.size - position)))
+        blocks.append((position, b"\0" * (end - position)))
         return blocks, bodies
 
 
-def _plan(root: Path) -> _Plan:
+def _plan(root: Path, head: tuple[Piece, ...] = ()) -> _Plan:
     members = [(entry, _header(entry)) for entry in entries(root)]
     size = sum(
         len(header) + entry.size + len(_padding(entry.size, tarfile.BLOCKSIZE)) for entry, header in members
     )
     size += 2 * tarfile.BLOCKSIZE
-    return _Plan(members, size + len(_padding(size, tarfile.RECORDSIZE)))
+    return _Plan(members, size + len(_padding(size, tarfile.RECORDSIZE)), head)
+
+
+def tar_size(root: Path) -> int:
+    """The size of the tar :func:`write_tar` writes for ``root`` (headers only are built)."""
+    return _plan(root).size
 
 
 def write_tar(root: Path, sink: IO[bytes], reporter: Reporter | None = None) -> int:
@@ -204,24 +228,34 @@ def _write(plan: _Plan, sink: IO[bytes], reporter: Reporter | None) -> int:
     task = reporter.task("Writing pack", total, unit="B") if reporter is not None else None
     writer = _TarWriter(sink, task)
     try:
+        for piece in plan.head:
+            if isinstance(piece, bytes):
+                writer.write(piece)
+            else:
+                _copy_member(writer, piece)
+        head_size = writer.written
         for member, header in plan.members:
             writer.write(header)
             if member.is_dir:
                 continue
-            with member.path.open("rb", buffering=0) as handle:
-                # The size in the header must match what is copied; a file changing under us
-                # would otherwise give a corrupt archive.
-                if os.fstat(handle.fileno()).st_size != member.size:
-                    raise PackError(f"{member.name} changed while the pack was written")
-                writer.copy(member.name, handle, member.size)
+            _copy_member(writer, member)
             writer.write(_padding(member.size, tarfile.BLOCKSIZE))
         end = b"\0" * (2 * tarfile.BLOCKSIZE)
-        writer.write(end + _padding(writer.written + len(end), tarfile.RECORDSIZE))
+        writer.write(end + _padding(writer.written - head_size + len(end), tarfile.RECORDSIZE))
         sink.flush()
     finally:
         if task is not None:
             task.done()
     return writer.written
+
+
+def _copy_member(writer: _TarWriter, member: Entry) -> None:
+    with member.path.open("rb", buffering=0) as handle:
+        # The size in the header must match what is copied; a file changing under us
+        # would otherwise give a corrupt archive.
+        if os.fstat(handle.fileno()).st_size != member.size:
+            raise PackError(f"{member.name} changed while the pack was written")
+        writer.copy(member.name, handle, member.size)
 
 
 def _reserve(fd: int, size: int, target: Path) -> None:
@@ -328,28 +362,38 @@ def _write_in_place(plan: _Plan, fd: int, reporter: Reporter | None) -> int | No
     finally:
         if copies.task is not None:
             copies.task.done()
-    return plan.size
+    return plan.head_size + plan.size
 
 
-def write_archive(root: Path, target: Path, reporter: Reporter | None = None) -> int:
-    """Write the tar of ``root`` to ``target`` atomically; returns its size.
+def write_archive(
+    root: Path,
+    target: Path,
+    reporter: Reporter | None = None,
+    *,
+    head: tuple[Piece, ...] = (),
+    mode: int | None = None,
+) -> int:
+    """Write the tar of ``root`` to ``target`` atomically, after ``head``; returns the file's size.
 
-    The tar goes to a hidden temporary file beside ``target`` and is renamed over ``target``
+    The file goes to a hidden temporary file beside ``target`` and is renamed over ``target``
     (replacing an existing file, as pixi-pack does). On any failure, Ctrl-C included, the
     temporary file is removed and ``target`` is untouched: no process ever sees half a pack at
     ``target``. Durability against power loss is not promised, as with ``tar`` and pixi-pack:
     the data is not fsynced (that would wait for the disk, a second or more per GB), so after
-    a crash the file may be incomplete; only the rename is made durable (best effort).
+    a crash the file may be incomplete; only the rename is made durable (best effort). ``mode``
+    (0o755 for a self-extracting pack) is set before the rename.
     """
     temp = temp_path(target)
     fd = create_new(temp)
     try:
         with os.fdopen(fd, "wb") as handle:
-            plan = _plan(root)
-            _reserve(fd, plan.size, target)
+            plan = _plan(root, head)
+            _reserve(fd, plan.head_size + plan.size, target)
             size = _write_in_place(plan, fd, reporter)
             if size is None:  # no kernel copy into this file: one sequential pass instead
                 size = _write(plan, handle, reporter)
+            if mode is not None:
+                os.fchmod(fd, mode)
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -16,7 +16,13 @@ from typing import IO, TYPE_CHECKING, Final
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.unpack.reader.base import DAMAGED_HINT, EndAwareInfo, OpenedPack
 from conda_pixi_pack.unpack.reader.folder import FolderPack
-from conda_pixi_pack.unpack.reader.self_extracting import HEADER_LIMIT, EmbeddedArchive, Prefixed, header_end
+from conda_pixi_pack.unpack.reader.self_extracting import (
+    HEADER_LIMIT,
+    EmbeddedArchive,
+    Prefixed,
+    archive_offset,
+    header_end,
+)
 from conda_pixi_pack.unpack.reader.tar import TarFilePack, TarStreamPack
 
 if TYPE_CHECKING:
@@ -64,7 +70,16 @@ def open_pack(source: Path | IO[bytes]) -> OpenedPack:
 
 
 def _stream_reader(head: bytes, stream: IO[bytes], label: str, opened: IO[bytes] | None) -> OpenedPack:
-    """A stream reader for what ``head`` (the first bytes of ``stream``) shows."""
+    """A reader for what ``head`` (the first bytes of ``stream``) shows."""
+    offset = archive_offset(head)
+    if offset is not None:  # one of our self-extracting packs: the tar follows the script, raw
+        if opened is not None:
+            ours = TarFilePack.open(Path(opened.name), offset)
+            if ours is None:
+                raise PackError(f"pack {label} is damaged: no archive at byte {offset}", DAMAGED_HINT)
+            opened.close()
+            return ours
+        return _embedded_tar(head, stream, offset, label)
     script = header_end(head)
     try:
         if script is not None:  # pixi-pack --create-executable: the tar is inside, in base64
@@ -88,6 +103,21 @@ def _stream_reader(head: bytes, stream: IO[bytes], label: str, opened: IO[bytes]
             f"{label} is not a pack: it is not a tar archive ({exc})",
             "give a .tar pack, a pack folder, or a self-extracting .sh/.ps1 pack from pixi-pack",
         ) from None
+
+
+def _embedded_tar(head: bytes, stream: IO[bytes], offset: int, label: str) -> OpenedPack:
+    """The tar of one of our self-extracting packs read from a stream: the script is skipped."""
+    skip = max(0, offset - len(head))
+    while skip:
+        data = stream.read(min(skip, HEADER_LIMIT))
+        if not data:
+            raise PackError(f"pack {label} is damaged: it ends before its archive", DAMAGED_HINT)
+        skip -= len(data)
+    try:
+        tar = tarfile.open(fileobj=Prefixed(head[offset:], stream), mode="r|", tarinfo=EndAwareInfo)
+    except (tarfile.TarError, EOFError) as exc:
+        raise PackError(f"pack {label} is damaged: {exc}", DAMAGED_HINT) from None
+    return TarStreamPack(tar, label)
 
 
 def extract_tar(

@@ -1,4 +1,8 @@
-"""Packs written by ``pixi-pack --create-executable``: a script with the pack's tar inside.
+"""Self-extracting packs: a script with the pack's tar inside.
+
+Ours (``pack --create-executable``, see pack/writers/executable.py) carry the tar raw at the end
+of the file, at the offset the script names in a line ``CPP_ARCHIVE_OFFSET=<bytes>``: it is read
+like any tar, from there (:func:`archive_offset`). pixi-pack's carry it in base64:
 
 The layout, from pixi-pack's ``create_self_extracting_executable`` (src/pack.rs) and its
 ``src/header.sh``/``src/header.ps1``: the script's text up to a line ``@@END_HEADER@@``
@@ -32,6 +36,20 @@ _HEADER_END = re.compile(rb"^(@@END_HEADER@@|__END_HEADER__)[ \t]*\r?\n", re.MUL
 #: when one of its files holds a marker line.
 TAR_MAGIC_AT: Final = slice(257, 262)
 _BLANK = b"\r\n"
+
+
+#: The signature of our scripts, and the line naming where their tar starts.
+_OURS: Final = re.compile(rb"\A#![^\n]*\n(?:#[^\n]*\n)*# conda-pixi-pack self-extracting pack \(format 1\)")
+_OFFSET: Final = re.compile(rb"^CPP_ARCHIVE_OFFSET=(\d{1,19}) *$", re.MULTILINE)
+
+
+def archive_offset(head: bytes) -> int | None:
+    """Where the tar starts in one of our self-extracting packs (``head`` is its first bytes), or
+    None when ``head`` is not the start of one."""
+    if _OURS.match(head) is None:
+        return None
+    found = _OFFSET.search(head, 0, HEADER_LIMIT)
+    return int(found.group(1)) if found is not None else None
 
 
 def header_end(head: bytes) -> tuple[int, bytes] | None:

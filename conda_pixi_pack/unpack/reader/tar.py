@@ -53,15 +53,17 @@ class TarFilePack(OpenedPack):
         self._tar = tar
 
     @classmethod
-    def open(cls, path: Path) -> TarFilePack | None:
-        """``path`` opened when it is a regular file holding a plain tar, else None (the stream
-        reader then decides what it is, and reports errors in its own words)."""
+    def open(cls, path: Path, offset: int = 0) -> TarFilePack | None:
+        """``path`` opened when it is a regular file holding a plain tar from byte ``offset`` on
+        (after the script of a self-extracting pack), else None (the stream reader then decides
+        what it is, and reports errors in its own words). Member offsets are the file's."""
         try:
             handle = open(path, "rb")
         except OSError:
             return None
         try:
             if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                handle.seek(offset)  # tarfile starts where the file object is
                 return cls(path, handle, tarfile.open(fileobj=handle, mode="r:", tarinfo=EndAwareInfo))
         except (tarfile.TarError, EOFError, OSError):
             pass  # compressed, not a tar, or unreadable
