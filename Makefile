@@ -5,7 +5,8 @@
 #   make test-pythons              scripts/test-pythons.sh: make test under Python 3.10 and 3.13 too
 #   make demo                      scripts/demo.sh: fresh venv, pack + unpack the bundled example
 #   make demo PYTHON=/path/python  the demo with an existing interpreter (conda backend if importable)
-#   make bench                     benchmarks/bench_pack.py and bench_unpack.py (minutes, ~2 GB of disk)
+#   make bench                     benchmarks/bench_pack.py (four servers, 1x and 3x) and bench_unpack.py
+#                                  (minutes, ~5 GB of disk; nginx rows need nginx-light installed)
 
 BOOTSTRAP_PYTHON ?= python3
 VENV ?= .venv
@@ -34,5 +35,5 @@ demo:
 	scripts/demo.sh
 
 bench: venv
-	$(BIN)/python benchmarks/bench_pack.py
+	$(BIN)/python benchmarks/bench_pack.py --scales 1,3
 	$(BIN)/python benchmarks/bench_unpack.py

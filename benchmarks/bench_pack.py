@@ -1,7 +1,11 @@
-"""Time ``conda-pixi-pack pack`` against ``curl --parallel`` + ``tar cf`` on a realistic environment.
+"""Time ``conda-pixi-pack pack`` against ``curl --parallel`` + ``tar cf``, from four kinds of server.
 
-Targets (issue 2): pack within 1.2x of the baseline, a warm-cache pack within 0.3x of a cold
-one, peak memory under 200 MB. See benchmarks/README.md for the method.
+Servers (``servers.py``): nginx over HTTP/1.1, nginx over HTTPS + HTTP/2, ``http.server`` with a
+listen backlog of 1024, and ``python -m http.server`` as it comes (backlog 5). Targets (issue 9):
+a cold pack within 1.10x of the baseline from nginx (both rows) and 1.25x from ``python -m
+http.server``; a warm ``--use-cache`` pack within 0.3x of a cold one; peak RSS under 200 MB;
+at ``--scales 1,3`` time growing linearly with the environment and memory not at all. See
+benchmarks/README.md for the method.
 """
 
 from __future__ import annotations
@@ -9,30 +13,83 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import servers
 import synthetic
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Parallel transfers for the baseline, as many as a tuned downloader would use.
 CURL_PARALLEL: Final[int] = 50
-
 MB: Final[int] = 1_000_000
+#: Ratio targets of a cold pack to the baseline, by server (None: measured, no target).
+TARGETS: Final[dict[str, float | None]] = {
+    "nginx-http": 1.10,
+    "nginx-https": 1.10,
+    "http-server-1024": None,
+    "python-http-server": 1.25,
+}
+#: Target of a warm pack to a cold one, and of peak memory.
+WARM_TARGET: Final = 0.3
+RSS_TARGET_MB: Final = 200
 
 
-def _timed(command: list[str | os.PathLike[str]], env: dict[str, str] | None = None) -> synthetic.Measurement:
-    """One timed run, after ``os.sync()``.
+@dataclass(frozen=True)
+class Server:
+    key: str
+    title: str
+    start: Callable[[Path, Path], servers.Running]
 
-    Each run writes ~1.1 GB (the downloads and the tar); without a sync, the writeback of the
-    previous run's dirty pages can land in the next run and slow it down.
-    """
-    os.sync()
-    measurement = synthetic.run_measured(command, env=env)
-    print(f"  {measurement.seconds:.2f} s", flush=True)
-    return measurement
+
+def _nginx_title(what: str) -> str:
+    try:
+        program = servers.nginx_program()
+    except servers.Unavailable:
+        return f"nginx, {what}"
+    version = ".".join(map(str, servers._nginx_version(program)))
+    return f"nginx {version}, {what}"
+
+
+SERVERS: Final = (
+    Server(
+        "nginx-http",
+        _nginx_title("HTTP/1.1"),
+        lambda ch, w: servers.nginx(ch, w / "servers" / "nginx-http", tls=False),
+    ),
+    Server(
+        "nginx-https",
+        _nginx_title("HTTPS + HTTP/2 (self-signed, trusted via `SSL_CERT_FILE`)"),
+        lambda ch, w: servers.nginx(ch, w / "servers" / "nginx-https", tls=True),
+    ),
+    Server(
+        "http-server-1024",
+        "`http.server` threaded, backlog 1024, sendfile",
+        lambda ch, w: servers.large_backlog_server(ch),
+    ),
+    Server(
+        "python-http-server",
+        "`python -m http.server` (threaded, backlog 5)",
+        lambda ch, w: servers.python_http_server(ch),
+    ),
+)
+
+
+@dataclass
+class Row:
+    server: Server
+    skipped: str | None = None
+    baseline: list[synthetic.Measurement] = field(default_factory=list)
+    cold: list[synthetic.Measurement] = field(default_factory=list)
+    warm: list[synthetic.Measurement] = field(default_factory=list)
+    size: int = 0
 
 
 def _bytecode_env(work: Path) -> dict[str, str]:
@@ -45,25 +102,163 @@ def _bytecode_env(work: Path) -> dict[str, str]:
     return {"PYTHONPYCACHEPREFIX": str(work / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
 
 
-def _baseline_command(work: Path, urls: list[tuple[str, str]]) -> list[str]:
-    """``curl --parallel`` into a channel-shaped folder, then ``tar cf`` of it, as one shell command."""
+def _baseline_command(work: Path, urls: list[tuple[str, str]], ca_file: Path | None) -> list[str]:
+    """``curl --parallel`` into a channel-shaped folder, ``tar cf`` of it, and its removal.
+
+    The folder is removed inside the timed command because ``pack`` removes its own staging
+    folder inside its run; the previous run's tar is removed before the timing starts, as the
+    previous pack is.
+    """
     config = work / "curl.cfg"
     lines = []
     for url, relative in urls:
         lines += [f'url = "{url}"', f'output = "{work / "download" / relative}"']
     config.write_text("\n".join(lines) + "\n")
+    trust = f"--cacert {ca_file} " if ca_file else ""
     script = (
-        f"rm -rf {work}/download {work}/baseline.tar && "
-        f"curl --silent --show-error --fail --create-dirs --parallel --parallel-max {CURL_PARALLEL} "
-        f"--config {config} && tar cf {work}/baseline.tar -C {work}/download ."
+        f"curl --silent --show-error --fail --create-dirs --parallel --parallel-max {CURL_PARALLEL} {trust}"
+        f"--config {config} && tar cf {work}/baseline.tar -C {work}/download . && rm -rf {work}/download"
     )
     return ["bash", "-c", script]
+
+
+def _timed(
+    label: str, command: list[str | os.PathLike[str]], env: dict[str, str] | None = None
+) -> synthetic.Measurement:
+    """One timed run after ``os.sync()`` (each run writes the pack; the previous run's
+    writeback must not land in this one)."""
+    os.sync()
+    measurement = synthetic.run_measured(command, env=env)
+    print(f"  {label:9} {measurement.seconds:.2f} s  {measurement.max_rss / MB:.0f} MB", flush=True)
+    return measurement
+
+
+def measure(server: Server, channel: Path, work: Path, cli: list[str], runs: int, warm: bool) -> Row:
+    """Baseline and cold pack alternating (and a warm pack after each cold one when ``warm``)."""
+    row = Row(server)
+    try:
+        running = server.start(channel, work)
+    except servers.Unavailable as reason:
+        row.skipped = str(reason)
+        print(f"{server.title}: skipped, {reason}", flush=True)
+        return row
+    with running:
+        run_dir = work / server.key
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        project = synthetic.write_project(run_dir / "project", running.url, channel)
+        urls = [(r.url, f"{r.subdir}/{r.file_name}") for r in synthetic.records(running.url, channel)]  # type: ignore[attr-defined]
+        baseline = _baseline_command(run_dir, urls, running.ca_file)
+        env = {**_bytecode_env(work), **({"SSL_CERT_FILE": str(running.ca_file)} if running.ca_file else {})}
+        output, cache = run_dir / "environment.tar", run_dir / "cache"
+        pack = [*cli, "pack", project, "-o", output, "-q"]
+        print(f"{server.title} at {running.url}: 1 warm-up each, then {runs} runs alternating", flush=True)
+        synthetic.run_measured(baseline)
+        output.unlink(missing_ok=True)
+        synthetic.run_measured([*pack, *(["--use-cache", cache] if warm else [])], env=env)
+        for _ in range(runs):
+            (run_dir / "baseline.tar").unlink(missing_ok=True)
+            row.baseline.append(_timed("curl+tar", baseline))
+            output.unlink(missing_ok=True)
+            row.cold.append(_timed("pack", pack, env))
+            if warm:
+                output.unlink(missing_ok=True)
+                row.warm.append(_timed("warm pack", [*pack, "--use-cache", cache], env))
+        row.size = output.stat().st_size
+        output.unlink(missing_ok=True)
+        (run_dir / "baseline.tar").unlink(missing_ok=True)
+    return row
+
+
+def _median(measurements: list[synthetic.Measurement]) -> float:
+    return statistics.median(m.seconds for m in measurements)
+
+
+def table(rows: list[Row], channel: Path, runs: int) -> list[str]:
+    """The markdown table of one scale."""
+    row, verdict = synthetic.row, synthetic.verdict
+    measured = [r for r in rows if r.skipped is None]
+    size = max((r.size for r in measured), default=0)
+    lines = [
+        f"Pack: {synthetic.channel_summary(channel)}; the pack is {size / MB:.0f} MB.",
+        "",
+        row("Server", "curl + tar", "`pack` (cold)", "Ratio", "Target", "Met", "Peak RSS curl+tar / pack"),
+        row("---", "---:", "---:", "---:", "---", "---", "---:"),
+    ]
+    for r in rows:
+        if r.skipped is not None:
+            lines.append(row(r.server.title, "", "", "", "", "skipped", r.skipped))
+            continue
+        base, cold = _median(r.baseline), _median(r.cold)
+        target = TARGETS[r.server.key]
+        lines.append(
+            row(
+                r.server.title, f"{base:.2f} s", f"{cold:.2f} s", f"{cold / base:.2f}x",
+                f"<= {target:.2f}x" if target else "", verdict(cold / base, target) if target else "",
+                f"{synthetic.peak_rss(r.baseline) / MB:.0f} / {synthetic.peak_rss(r.cold) / MB:.0f} MB",
+            )
+        )  # fmt: skip
+        if r.warm:
+            warm = _median(r.warm)
+            lines.append(
+                row(
+                    f"warm `pack --use-cache` ({r.server.title})", "", f"{warm:.2f} s",
+                    f"{warm / cold:.2f}x of cold", f"<= {WARM_TARGET}x", verdict(warm / cold, WARM_TARGET),
+                    f"{synthetic.peak_rss(r.warm) / MB:.0f} MB",
+                )
+            )  # fmt: skip
+    peak = max((synthetic.peak_rss(r.cold + r.warm) for r in measured), default=0)
+    lines += [
+        "",
+        f"Peak RSS of pack: {peak / MB:.0f} MB "
+        f"(target < {RSS_TARGET_MB} MB: {verdict(peak / MB, RSS_TARGET_MB)}). "
+        + synthetic.machine_note(runs)
+        + " Baseline and pack alternate, each after `os.sync()`; the baseline is `curl --parallel"
+        f" --parallel-max {CURL_PARALLEL}` into a channel-shaped folder, `tar cf` of it and `rm -rf` of"
+        " the folder (pack removes its staging folder too).",
+        "",
+    ]
+    return lines
+
+
+def growth(by_scale: dict[int, list[Row]]) -> list[str]:
+    """How time and memory grow from the smallest scale to each larger one, per server."""
+    scales = sorted(by_scale)
+    first = scales[0]
+    row, rss = synthetic.row, synthetic.peak_rss
+    larger = ", ".join(f"{s}x" for s in scales[1:])
+    lines = [
+        f"Growth from {first}x to {larger} (time ratios; linear growth is the scale factor):",
+        "",
+        row("Server", "Scale", "curl + tar", "`pack` (cold)", "Peak RSS pack"),
+        row("---", "---:", "---:", "---:", "---:"),
+    ]
+    for index, small in enumerate(by_scale[first]):
+        if small.skipped is not None:
+            continue
+        for scale in scales[1:]:
+            big = by_scale[scale][index]
+            if big.skipped is not None:
+                continue
+            lines.append(
+                row(
+                    small.server.title, f"{scale // first}x",
+                    f"{_median(big.baseline) / _median(small.baseline):.2f}x",
+                    f"{_median(big.cold) / _median(small.cold):.2f}x",
+                    f"{rss(small.cold) / MB:.0f} -> {rss(big.cold) / MB:.0f} MB",
+                )
+            )  # fmt: skip
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="timed runs per row (default: 3)")
     parser.add_argument("--bench-dir", type=Path, default=synthetic.BENCH_DIR)
+    parser.add_argument("--scales", default="1", help="environment sizes, e.g. 1,3 (default: 1)")
+    parser.add_argument(
+        "--servers", default=",".join(s.key for s in SERVERS), help="comma-separated keys (default: all)"
+    )
     parser.add_argument(
         "--cli",
         default=f"{sys.executable} -m conda_pixi_pack",
@@ -72,89 +267,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if shutil.which("curl") is None:
         sys.exit("error: the baseline needs curl (apt-get install curl)")
-
-    channel = synthetic.ensure_channel(args.bench_dir)
-    work = args.bench_dir / "pack"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    cli = args.cli.split()
-    with synthetic.Server(channel) as server:
-        project = synthetic.write_project(work / "project", server.url, channel)
-        urls = [
-            (r.url, f"{r.subdir}/{r.file_name}")  # type: ignore[attr-defined]
-            for r in synthetic.records(server.url, channel)
-        ]
-        output = work / "environment.tar"
-        cache = work / "cache"
-        pack = [*cli, "pack", project, "-o", output, "-q"]
-
-        def fresh_output() -> None:
-            output.unlink(missing_ok=True)
-
-        rows = {}
-        print(f"baseline: curl --parallel + tar cf (1 warm-up + {args.runs} runs)", flush=True)
-        baseline = _baseline_command(work, urls)
-        synthetic.run_measured(baseline)
-        rows["baseline"] = [_timed(baseline) for _ in range(args.runs)]
-        shutil.rmtree(work / "download", ignore_errors=True)
-        (work / "baseline.tar").unlink(missing_ok=True)
-
-        env = _bytecode_env(work)
-        print("pack, warm-up (1 run, not in the table)", flush=True)
-        fresh_output()
-        synthetic.run_measured(pack, env=env)
-
-        print(f"pack, cold, no cache ({args.runs} runs)", flush=True)
-        cold = []
-        for _ in range(args.runs):
-            fresh_output()
-            cold.append(_timed(pack, env))
-        rows["cold"] = cold
-        size = output.stat().st_size
-
-        print("pack, filling the cache (1 run, not in the table)", flush=True)
-        fresh_output()
-        shutil.rmtree(cache, ignore_errors=True)
-        synthetic.run_measured([*pack, "--use-cache", cache], env=env)
-
-        print(f"pack, warm cache ({args.runs} runs)", flush=True)
-        warm = []
-        for _ in range(args.runs):
-            fresh_output()
-            warm.append(_timed([*pack, "--use-cache", cache], env))
-        rows["warm"] = warm
-        fresh_output()
-
-    base = synthetic.median_time(rows["baseline"])
-    cold_t = synthetic.median_time(rows["cold"])
-    warm_t = synthetic.median_time(rows["warm"])
-    peak = max(synthetic.peak_rss(rows["cold"]), synthetic.peak_rss(rows["warm"]))
-    row, verdict, rss = synthetic.row, synthetic.verdict, synthetic.peak_rss
-    table = [
-        f"Pack: {synthetic.channel_summary(channel)} over loopback HTTP; the pack is {size / MB:.0f} MB.",
-        "",
-        row("Command", "Median time", "Ratio", "Target", "Met", "Peak RSS"),
-        row("---", "---:", "---:", "---", "---", "---:"),
-        row(
-            f"baseline: `curl --parallel --parallel-max {CURL_PARALLEL}` + `tar cf`",
-            f"{base:.2f} s", "1.00x", "", "", f"{rss(rows['baseline']) / MB:.0f} MB",
-        ),
-        row(
-            "`conda-pixi-pack pack` (cold, no cache)", f"{cold_t:.2f} s", f"{cold_t / base:.2f}x of baseline",
-            "<= 1.2x", verdict(cold_t / base, 1.2), f"{rss(rows['cold']) / MB:.0f} MB",
-        ),
-        row(
-            "`conda-pixi-pack pack --use-cache` (warm)", f"{warm_t:.2f} s", f"{warm_t / cold_t:.2f}x of cold",
-            "<= 0.3x", verdict(warm_t / cold_t, 0.3), f"{rss(rows['warm']) / MB:.0f} MB",
-        ),
-        "",
-        f"Peak RSS of pack: {peak / MB:.0f} MB (target < 200 MB: {verdict(peak / MB, 200)}). "
-        + synthetic.machine_note(args.runs)
-        + " `os.sync()` before every timed run (baseline and pack alike), so that no run pays for"
-        " the previous one's writeback.",
-        "",
-    ]  # fmt: skip
-    synthetic.write_results("pack", "\n".join(table))
+    chosen = [s for s in SERVERS if s.key in args.servers.split(",")]
+    by_scale: dict[int, list[Row]] = {}
+    markdown: list[str] = []
+    for scale in (int(s) for s in args.scales.split(",")):
+        channel = synthetic.ensure_channel(args.bench_dir, scale)
+        work = args.bench_dir / f"pack-x{scale}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        rows = []
+        for server in chosen:
+            warm = not any(r.warm for r in rows) and server.key != "python-http-server"
+            rows.append(measure(server, channel, work, args.cli.split(), args.runs, warm))
+        by_scale[scale] = rows
+        markdown += [f"### Scale {scale}x", "", *table(rows, channel, args.runs)]
+    if len(by_scale) > 1:
+        markdown += growth(by_scale)
+    synthetic.write_results("pack", "\n".join(markdown))
     return 0
 
 

@@ -7,7 +7,8 @@
 The unpack is timed whole: outer tar extraction, validation, install and activation script.
 Every run starts from an empty package cache and a new prefix, after ``os.sync()``: a run writes
 about 1 GB, and its dirty pages being written back during the next run would slow that one
-down. Targets (issue 3): each within 1.1x of its engine alone, peak memory under 200 MB.
+down. Targets: conda within 1.1x of its engine alone (issue 3), rattler within 1.05x (issue 9),
+peak memory under 200 MB.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 MB: Final[int] = 1_000_000
+#: Ratio targets of ``unpack`` to its engine alone, by backend.
+TARGETS: Final = {"conda": 1.10, "rattler": 1.05}
 #: The bare rattler.install, a script of its own (no benchmark imports in the engine's time).
 ENGINE: Final = Path(__file__).resolve().parent / "rattler_engine.py"
 
@@ -155,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
             "Engine time",
             "`unpack` time (whole command)",
             "Ratio",
-            "Met (<= 1.1x)",
+            "Target",
+            "Met",
             "Peak RSS engine",
             "Peak RSS `unpack`",
         ),
-        synthetic.row("---", "---", "---:", "---:", "---:", "---", "---:", "---:"),
+        synthetic.row("---", "---", "---:", "---:", "---:", "---", "---", "---:", "---:"),
     ]
     peak = 0
     for backend, engine_name, engine_runs, our_runs in rows:
@@ -168,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             synthetic.row(
                 backend, engine_name, f"{engine_t:.2f} s", f"{ours_t:.2f} s", f"{ours_t / engine_t:.2f}x",
-                synthetic.verdict(ours_t / engine_t, 1.1), f"{synthetic.peak_rss(engine_runs) / MB:.0f} MB",
+                f"<= {TARGETS[backend]:.2f}x", synthetic.verdict(ours_t / engine_t, TARGETS[backend]),
+                f"{synthetic.peak_rss(engine_runs) / MB:.0f} MB",
                 f"{synthetic.peak_rss(our_runs) / MB:.0f} MB",
             )
         )  # fmt: skip

@@ -7,6 +7,7 @@ benchmark script so that the engine's time holds no benchmark imports (``http.se
 """
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,11 @@ def main() -> None:
         repodata = rattler.RepoData.from_path(subdir / "repodata.json")
         records.extend(repodata.into_repo_data(rattler.Channel(channel.as_uri() + "/")))
     asyncio.run(rattler.install(records, prefix, cache_dir=cache, show_progress=False))
+    # py-rattler's runtime threads can crash CPython's teardown (a segfault was seen here once
+    # in about 50 runs, after the install had finished); `conda-pixi-pack` itself leaves the
+    # same way (cli.run), so neither side pays for the teardown.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

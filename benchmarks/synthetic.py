@@ -2,9 +2,15 @@
 
 The shape is the default/linux-64 environment of pixi-pack's own ``pixi.lock`` (171 packages,
 571 MB, the largest 183 MB): the same names, versions, builds, archive formats, noarch kinds,
-dependencies and (within a few hundred bytes) file sizes. The contents are random, so they do not
-compress, and are split into files of :data:`CHUNK` bytes. The packages are real: built with the
-project's fixture builder (``tests/support/packages.py``), installable by conda and rattler.
+dependencies and payload sizes. The payload is split into files of :data:`CHUNK` bytes, one in
+two random (incompressible, like compressed data or media) and one in two text-like (a few hundred
+words drawn at random: it compresses about as well as source code), so the archives are about
+half the real ones' size, as with real packages whose contents partly compress. The packages are
+real: built with the project's fixture builder (``tests/support/packages.py``), installable by
+conda and rattler.
+
+``scale=3`` builds the same shape three times over (every package also as ``<name>-x1`` and
+``<name>-x2``), to check that time and memory grow linearly with the environment.
 
 The channel is built once into ``$CONDA_PIXI_PACK_BENCH_DIR`` (default
 ``/tmp/conda-pixi-pack-bench``) and reused; delete that folder to rebuild it.
@@ -24,8 +30,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -53,7 +57,10 @@ BASE_OVERHEAD: Final[int] = 1800
 FILE_OVERHEAD: Final[int] = 560
 
 #: Bump when the channel's shape changes, so that an old cached channel is rebuilt.
-CHANNEL_VERSION: Final[int] = 3
+CHANNEL_VERSION: Final[int] = 4
+
+#: Size of the pool the text-like files are cut from (large against zstd's window at level 1).
+TEXT_POOL: Final[int] = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,30 @@ def real_records() -> list[dict[str, object]]:
     return [json.loads(r.to_json()) for r in environment.conda_repodata_records_for_platform(linux)]
 
 
-def _spec(record: dict[str, object], staging: Path) -> object:
-    """A fixture-builder spec for one real record: same identity, random content of about its size."""
+def _text_pool() -> bytes:
+    """Text that compresses like source code (~3x with zstd -1): words of a small vocabulary at random."""
+    import random
+
+    rng = random.Random(4)
+    letters = "etaoinshrdlucmfwypvbgkqjxz_"
+    words = ["".join(rng.choices(letters, k=rng.randint(2, 9))).encode() for _ in range(512)]
+    words += [b"\n", b"    ", b"(", b"): ", b" = ", b"."]
+    out = bytearray()
+    while len(out) < TEXT_POOL:
+        out += b" ".join(rng.choices(words, k=4096))
+    return bytes(out[:TEXT_POOL])
+
+
+def _content(index: int, size: int, pool: bytes) -> bytes:
+    """File ``index`` of a package: random bytes for even indexes, a slice of text for odd ones."""
+    if index % 2 == 0 or size > len(pool):
+        return os.urandom(size)
+    start = int.from_bytes(os.urandom(4), "big") % (len(pool) - size + 1)
+    return pool[start : start + size]
+
+
+def _spec(record: dict[str, object], staging: Path, pool: bytes) -> object:
+    """A fixture-builder spec for one real record: same identity, mixed content of about its size."""
     from tests.support.packages import PackageSpec
 
     size = int(record["size"])  # type: ignore[arg-type]
@@ -90,7 +119,7 @@ def _spec(record: dict[str, object], staging: Path) -> object:
     for index in range(count):
         chunk = min(CHUNK, payload - index * CHUNK) if index < count - 1 else payload - (count - 1) * CHUNK
         path = staging / f"{index:05d}.bin"
-        path.write_bytes(os.urandom(max(chunk, 1)))
+        path.write_bytes(_content(index, max(chunk, 1), pool))
         files[f"{root}/data-{index:05d}.bin"] = path
     file_name = str(record["fn"])
     spec = PackageSpec(
@@ -121,23 +150,37 @@ def _digests(path: Path) -> tuple[str, str]:
     return sha256.hexdigest(), md5.hexdigest()
 
 
-def ensure_channel(bench_dir: Path = BENCH_DIR) -> Path:
-    """Build the channel under ``bench_dir/channel`` unless a complete one is there; return it."""
+def _scaled(records: list[dict[str, object]], scale: int) -> list[dict[str, object]]:
+    """``records``, plus ``scale - 1`` renamed copies of each (``<name>-x1``...), same sizes."""
+    result = list(records)
+    for copy in range(1, scale):
+        for record in records:
+            name = f"{record['name']}-x{copy}"
+            renamed = dict(record, name=name)
+            renamed["fn"] = str(record["fn"]).replace(f"{record['name']}-", f"{name}-", 1)
+            result.append(renamed)
+    return result
+
+
+def ensure_channel(bench_dir: Path = BENCH_DIR, scale: int = 1) -> Path:
+    """Build the channel under ``bench_dir/channel`` (``channel-x3`` for ``scale=3``) unless a
+    complete one is there; return it."""
     from tests.support.packages import build_package
 
-    channel = bench_dir / "channel"
+    channel = bench_dir / ("channel" if scale == 1 else f"channel-x{scale}")
     marker = channel / "complete.json"
     if marker.is_file() and json.loads(marker.read_text()).get("version") == CHANNEL_VERSION:
         return channel
     shutil.rmtree(channel, ignore_errors=True)
     channel.mkdir(parents=True)
     started = time.perf_counter()
-    records = real_records()
+    records = _scaled(real_records(), scale)
+    pool = _text_pool()
     repodata: dict[str, dict[str, dict[str, object]]] = {}
     print(f"building the synthetic channel in {channel} ({len(records)} packages)...", flush=True)
     for record in records:
         with tempfile.TemporaryDirectory(dir=bench_dir) as staging:
-            path = build_package(_spec(record, Path(staging)), channel)  # type: ignore[arg-type]
+            path = build_package(_spec(record, Path(staging), pool), channel)  # type: ignore[arg-type]
         sha256, md5 = _digests(path)
         synthetic = {k: v for k, v in record.items() if k not in ("url", "channel", "fn")}
         synthetic.update(sha256=sha256, md5=md5, size=path.stat().st_size)
@@ -188,36 +231,18 @@ def write_project(project: Path, channel_url: str, channel: Path) -> Path:
     return project
 
 
-class _Handler(SimpleHTTPRequestHandler):
-    """Static files with ``sendfile``: the server must not be the bottleneck on a 2-core machine."""
-
-    def copyfile(self, source, outputfile) -> None:  # type: ignore[override]
-        try:
-            self.connection.sendfile(source)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class _ThreadingServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` with a listen backlog fit for 50 parallel clients.
-
-    socketserver's default backlog is 5: with 50 connections opened at once the kernel drops
-    SYNs (``ListenOverflows``), and the client's retransmission after 1 s, 3 s... made one
-    fetch of the same files take 1.9 s or 7.8 s at random. nginx's default is 511.
-    """
-
-    request_queue_size = 1024
-    daemon_threads = True
+#: Listen backlog of the in-thread server: socketserver's default of 5 overflows when 50
+#: connections open at once (the kernel drops SYNs; see benchmarks/README.md). nginx's is 511.
+BACKLOG: Final[int] = 1024
 
 
 class Server:
     """A loopback HTTP server for ``directory`` on an ephemeral port, in a daemon thread."""
 
     def __init__(self, directory: Path) -> None:
-        self._httpd = _ThreadingServer(("127.0.0.1", 0), partial(_Handler, directory=str(directory)))
+        from serve_channel import make_server
+
+        self._httpd = make_server(str(directory), 0, BACKLOG)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
@@ -268,12 +293,24 @@ def peak_rss(measurements: Sequence[Measurement]) -> int:
     return max(m.max_rss for m in measurements)
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def machine_note(runs: int) -> str:
     """Where and how the figures were taken, printed under each table."""
     return (
         f"Median of {runs} runs; peak RSS is the largest of any run. {os.cpu_count()} CPUs "
-        f"({platform.machine()}, Linux {platform.release()}), Python {platform.python_version()}, "
-        f"loopback HTTP server with sendfile, files in the page cache."
+        f"({_cpu_model()}, {platform.machine()}, Linux {platform.release()}), "
+        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end, "
+        "servers on loopback, files in the page cache."
     )
 
 

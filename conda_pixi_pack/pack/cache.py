@@ -89,17 +89,16 @@ class Cache:
         """Where ``artifact`` lives in the cache (not necessarily present)."""
         return self.root / artifact.relative_path
 
-    def trusted(self, artifact: Artifact) -> Path | None:
-        """The cached file for ``artifact`` if its stamp vouches for it (no byte is read), else None.
-
-        None does not mean a miss: :meth:`lookup` may still find a good entry by hashing it.
+    def trusted(self, artifact: Artifact) -> tuple[Path, os.stat_result] | None:
+        """The cached file for ``artifact`` and the stat its stamp vouches for (no byte is read),
+        or None. None does not mean a miss: :meth:`lookup` may still find a good entry by hashing it.
         """
         path = self.entry(artifact)
         try:
             current = path.stat()
         except FileNotFoundError:
             return None
-        return path if stamp_matches(path, artifact, current) else None
+        return (path, current) if stamp_matches(path, artifact, current) else None
 
     def lookup(self, artifact: Artifact) -> Path | None:
         """The verified cached file for ``artifact``, or None; a corrupt entry is discarded.

@@ -1,124 +1,102 @@
-"""Verified, parallel, streamed, cached fetching through py-rattler's HTTP client.
+"""Verified, parallel, streamed, cached fetching: the standard library's HTTP client where it
+can, py-rattler's where it must.
 
 The shapes below are the contract between lockfile.py, download.py and pack.py: fields may be
 added (with defaults), not renamed.
 
-rattler's client brings authentication (``--auth-file``, ``RATTLER_AUTH_FILE``, keyring, netrc),
-mirrors, S3/GCS/OCI, proxies, TLS settings and retries of 5xx answers and failed connections.
-On top of it this module streams each body to a temp file beside its target while hashing it
-(memory does not grow with file size), verifies it against the lock, retries what rattler cannot
-(a body cut short, a stalled transfer, a checksum mismatch once), and turns failures into one-line
-:class:`PackError` s.
+Up to ``concurrency.downloads`` threads take the files, largest first (the largest one sets the
+end). Each file is streamed to a temp file beside its target while it is hashed (memory does not
+grow with file size), verified against the lock, and renamed into place. Two transports
+(``transport/``): plain ``http(s)://`` URLs go to ``direct.py`` (``http.client`` and OpenSSL,
+in the fetching thread: as fast as curl over TLS, where rattler's client took 2-3x as long);
+everything that needs one of rattler's middlewares or settings (credentials, proxies, several
+mirrors, S3/GCS/OCI, webpki roots: ``route.py`` decides) goes through py-rattler's client, as
+does any URL whose direct request met a 4xx (rattler asks again with whatever credentials it
+finds, keyring included, and its answer is the one reported). Per server, a ramp (``ramp.py``)
+starts a few transfers and adds more while the server answers.
 
-``asyncio`` and ``urllib.request`` (~35 ms to import together) are imported where they are
-used: a pack whose every file is a stamped cache hit never starts an event loop, and that
-time is a tenth of such a pack.
+On top of both this module retries what they do not (a body cut short, a stalled transfer, a
+checksum mismatch once), says the first silence of each host as a warning, and turns failures
+into one-line :class:`PackError` s. Timeouts come from ``--config`` (see :func:`load_limits`).
+The first failure, or Ctrl-C, stops every transfer, and each thread removes its temp file
+before the error is raised.
+
+Nothing heavy is imported for a pack whose every file is a stamped cache hit: the transports
+(``ssl``, ``http.client``; ``asyncio`` only with rattler's client) are imported on first use.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from conda_pixi_pack import __version__
 from conda_pixi_pack.artifacts import Artifact, Hasher, file_mismatch
-from conda_pixi_pack.errors import PackError, first_line
-from conda_pixi_pack.fileio import CHUNK_SIZE, create_new, place, temp_path
+from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.fileio import CHUNK_SIZE, create_new, place, remove_uninterrupted, temp_path
 from conda_pixi_pack.pack.cache import Cache, stamp_matches
+from conda_pixi_pack.pack.transport.settings import (
+    AUTH_FILE_ENV,
+    CONNECT_TIMEOUT_KEY,
+    MAX_RETRIES_KEY,
+    READ_TIMEOUT_KEY,
+    NetworkSettings,
+    auth_file,
+    load_config,
+    load_limits,
+)
 from conda_pixi_pack.pack.urls import public_url
-from conda_pixi_pack.progress import Reporter
+from conda_pixi_pack.progress import Reporter, plural
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    import ssl
+    from collections.abc import Callable
 
-    from rattler import Client, Config
+    from rattler import Config
 
+    from conda_pixi_pack.pack.transport.direct import Direct, Job, TransferError
+    from conda_pixi_pack.pack.transport.ramp import Gate, Ramp
+    from conda_pixi_pack.pack.transport.rattler_client import RattlerClient
+    from conda_pixi_pack.pack.transport.route import Router
     from conda_pixi_pack.progress import Task
 
 #: Parallel transfers when the config has no ``concurrency.downloads`` (rattler's default too).
 DEFAULT_CONCURRENCY: Final = 50
-#: Retries rattler's RetryMiddleware makes (5xx answers, failed connections) inside one attempt.
-CLIENT_RETRIES: Final = 3
-#: Our attempts per file for what rattler does not retry: cut bodies, stalls, local read errors.
-ATTEMPTS: Final = 4
 #: Attempts per file whose bytes arrive complete but do not match the lock.
 CHECKSUM_ATTEMPTS: Final = 2
 #: First pause between our attempts (seconds), doubled after each.
 BACKOFF_SECONDS: Final = 0.25
-#: Seconds to wait when probing a host that rattler could not reach (for the error message).
-PROBE_TIMEOUT: Final = 3.0
 #: Seconds the GIL is left to py-rattler's runtime threads after the downloads (see fetch_all).
 RUNTIME_GRACE: Final = 0.05
-#: Environment variable that rattler's AuthenticationMiddleware reads.
-AUTH_FILE_ENV: Final = "RATTLER_AUTH_FILE"
-#: rattler's message for an HTTP error status: ``HTTP status client error (404 Not Found) for url (…)``.
-STATUS_RE: Final = re.compile(r"HTTP status \w+ error \((\d{3})[^)]*\) for url \((.*)\)")
-#: rattler's messages when no answer came at all (after its own retries).
-CONNECTION_MARKERS: Final = ("error sending request", "Request failed after")
 #: Hint for every 401/403.
 AUTH_HINT: Final = f"give credentials with `--auth-file FILE` or the {AUTH_FILE_ENV} environment variable"
-
-
-@dataclass(frozen=True)
-class NetworkSettings:
-    """What configures the client: ``--auth-file`` and ``--config`` (pixi/rattler TOML)."""
-
-    auth_file: Path | None = None
-    config_file: Path | None = None
-    #: An attempt that receives no byte for this long is abandoned (and retried).
-    stall_timeout: float = 120.0
-    #: Our attempts per file for transient failures (rattler's own retries come on top).
-    attempts: int = ATTEMPTS
-    #: rattler's retries of 5xx answers and failed connections within one attempt.
-    retries: int = CLIENT_RETRIES
+#: Hint for a server that cannot be reached.
+NETWORK_HINT: Final = "check the URL, the network, and the mirrors and proxy in `--config`"
+#: Hint for a certificate that failed verification (checksums from the lock are checked either way).
+TLS_HINT: Final = (
+    "trust the server's CA with SSL_CERT_FILE=/path/to/ca.pem, or, for a server you trust, set "
+    "`tls-no-verify = true` in a config file given with `--config` (every package is still checked "
+    "against the lock's sha256)"
+)
 
 
 class _Retry(Exception):
     """A failure worth another attempt; ``error`` is what to raise when attempts run out."""
 
-    def __init__(self, error: PackError) -> None:
+    def __init__(self, error: PackError, silence: tuple[str, str] | None = None) -> None:
         super().__init__(error.message)
         self.error = error
+        #: For a server that said nothing (a stall, a connect timeout): ``(host, what)``; the
+        #: first on each host is a warning, since a silent minute looks like a hang.
+        self.silence = silence
 
 
 class _ChecksumMismatch(_Retry):
     pass
-
-
-def load_config(network: NetworkSettings) -> Config:
-    """The rattler config from ``--config`` (or defaults), with ``--auth-file`` as override file."""
-    from rattler import Config
-
-    config = Config()
-    if network.config_file is not None:
-        path = Path(network.config_file)
-        if not path.is_file():
-            raise PackError(f"config file {path} does not exist", "give a pixi/rattler config.toml")
-        try:
-            config = Config.load_from_files([path])
-        except Exception as exc:  # rattler.exceptions.ConfigError
-            raise PackError(f"cannot read config file {path}: {first_line(exc)}") from exc
-    auth_file = network.auth_file
-    if auth_file is not None:
-        config.set("authentication-override-file", json.dumps(str(Path(auth_file).resolve())))
-    else:
-        env_file = os.environ.get(AUTH_FILE_ENV) or config.authentication_override_file
-        auth_file = Path(env_file) if env_file else None
-    # rattler silently ignores a missing credentials file; a typo would surface as a 401 later.
-    if auth_file is not None and not Path(auth_file).is_file():
-        raise PackError(
-            f"authentication file {auth_file} does not exist",
-            f"check `--auth-file`, {AUTH_FILE_ENV} or authentication-override-file",
-        )
-    return config
 
 
 def fetch_all(
@@ -149,19 +127,18 @@ def fetch_all(
             paths = _take_trusted(cacheable, Path(destination), cache, task, reporter)
         rest = [a for a in unique if a.relative_path not in paths]
         if rest:
-            import asyncio
-
             try:
-                paths.update(asyncio.run(fetcher.run(rest)))
+                paths.update(fetcher.run(rest))
             finally:
                 # py-rattler's runtime threads still hold Python objects (the client, finished
                 # futures) for a moment after the downloads resolve, and need the GIL to drop
                 # them; if the interpreter finalizes meanwhile, CPython aborts ("PyGILState_Release
                 # ... finalizing"). Dropping the client and yielding the GIL briefly lets them
                 # finish. Measured here: 7 in 60 processes exiting right after 40 parallel
-                # downloads crashed without this, none in 80 with it.
-                fetcher.release()
-                time.sleep(RUNTIME_GRACE)
+                # downloads crashed without this, none in 80 with it. Not needed when rattler's
+                # client was never made (every file came through the direct transport).
+                if fetcher.release():
+                    time.sleep(RUNTIME_GRACE)
     finally:
         task.done()
     return {a.relative_path: paths[a.relative_path] for a in artifacts}
@@ -185,9 +162,10 @@ def _take_trusted(
     paths: dict[str, Path] = {}
     folders: set[Path] = set()
     for artifact in artifacts:
-        hit = cache.trusted(artifact)
-        if hit is None:
+        trusted = cache.trusted(artifact)
+        if trusted is None:
             continue
+        hit, vouched = trusted
         target = destination / artifact.relative_path
         if target.parent not in folders:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -203,12 +181,28 @@ def _take_trusted(
                 place(hit, target)
         except FileNotFoundError:  # another pack discarded it meanwhile: the fetcher will see
             continue
-        if not _still_verified(hit, artifact, target):
+        # The link shares the inode the stamp vouched for, unless another pack replaced the
+        # entry in between (or place() copied): then the stamp is read, or the file hashed, again.
+        if not (_same_file(target, vouched) or _still_verified(hit, artifact, target)):
             continue
-        task.advance(artifact.size or target.stat().st_size)
+        task.advance(artifact.size or vouched.st_size)
         reporter.debug(f"cached {artifact.label}: {hit}")
         paths[artifact.relative_path] = target
     return paths
+
+
+def _same_file(path: Path, known: os.stat_result) -> bool:
+    """Whether ``path`` is the very file ``known`` describes, unchanged (as the stamps compare)."""
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
+        known.st_dev,
+        known.st_ino,
+        known.st_size,
+        known.st_mtime_ns,
+    )
 
 
 def _still_verified(entry: Path, artifact: Artifact, linked: Path) -> bool:
@@ -254,10 +248,11 @@ def _check_relative(relative_path: str) -> None:
 
 
 class _Writer:
-    """The sink for ``download_to_writer``: hashes, counts for the byte bar, and writes.
+    """The sink of a transfer: hashes, counts for the byte bar, and writes.
 
-    rattler calls ``write`` from its own threads; once ``close`` ran (cancellation), writes fail so
-    that a transfer still in flight stops instead of writing into a deleted file.
+    Transfers call ``write`` from their own threads (rattler's runtime, the direct transport's);
+    once ``close`` ran (cancellation), writes fail so that a transfer still in flight stops
+    instead of writing into a deleted file.
     """
 
     def __init__(self, path: Path, artifact: Artifact, task: Task) -> None:
@@ -266,16 +261,30 @@ class _Writer:
         self.hasher = Hasher(artifact)
         self.task = task
         self.last_activity = time.monotonic()
+        #: Called once, when the first byte arrives (rattler's transfers: see the ramp).
+        self.on_first_byte: Callable[[], None] | None = None
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
+        """Store and hash one piece (rattler's transfers, local copies)."""
+        self.store(data)
+        self.digest(data)
+        return len(data)
+
+    def store(self, data: bytes | memoryview) -> None:
+        """Write one piece to the file and count it."""
         with self._lock:
             if self._stream.closed:
                 raise OSError("download cancelled")
             self._stream.write(data)
-            self.hasher.update(data)
         self.last_activity = time.monotonic()
         self.task.advance(len(data))
-        return len(data)
+        if self.on_first_byte is not None:
+            first, self.on_first_byte = self.on_first_byte, None
+            first()
+
+    def digest(self, data: bytes | memoryview) -> None:
+        """Hash one piece (after it was stored; the direct transport may do it in another thread)."""
+        self.hasher.update(data)
 
     def close(self) -> None:
         with self._lock:
@@ -286,7 +295,13 @@ class _Writer:
         return self._stream.closed
 
 
+class _Stop(Exception):
+    """The fetch is being stopped (another file failed, or Ctrl-C): this transfer gives up."""
+
+
 class _Fetcher:
+    """Fetches artifacts in worker threads (up to the cap), the largest first: it sets the end."""
+
     def __init__(
         self,
         config: Config,
@@ -298,63 +313,191 @@ class _Fetcher:
         self.config = config
         self.destination = destination
         self.network = network
+        self.limits = load_limits(network)
         self.cache = cache
         self.reporter = reporter
         self.task: Task
-        self._client: Client | None = None
+        self.cap = config.concurrency_downloads or DEFAULT_CONCURRENCY
+        self.user_agent = f"conda-pixi-pack/{__version__}"
+        self._router: Router | None = None
+        self._direct: Direct | None = None
+        self._rattler: RattlerClient | None = None
+        self._ramp: Ramp | None = None
+        self._tls_context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+        #: Set once a file failed or the user interrupted: every transfer stops.
+        self._stop = threading.Event()
+        #: Worker threads still running, and the condition they signal when they end.
+        self._running = 0
+        self._finished = threading.Condition()
+        self._jobs: set[Job] = set()
+        self._failure: BaseException | None = None
+        #: Origins whose direct requests met a 4xx: rattler's client serves them from then on.
+        self._rattler_only: set[str] = set()
+        #: Hosts whose first silence (stall, connect timeout) was already said as a warning.
+        self._silent: set[str] = set()
 
-    def release(self) -> None:
-        """Drop the client (and its connection pool) before the grace period starts."""
-        self._client = None
+    # -- the parts, made on first use -----------------------------------------------------------
+    @property
+    def router(self) -> Router:
+        """Made on first use: a pack of cache hits reads no credentials file or netrc."""
+        with self._lock:
+            if self._router is None:
+                from conda_pixi_pack.pack.transport.route import DEFAULT_CREDENTIALS, Router
+
+                auth_files = [f for f in (auth_file(self.network, self.config), DEFAULT_CREDENTIALS) if f]
+                self._router = Router.from_config(self.config, auth_files)
+            return self._router
 
     @property
-    def client(self) -> Client:
-        if self._client is None:
-            from rattler import Client
+    def direct(self) -> Direct:
+        with self._lock:
+            if self._direct is None:
+                from conda_pixi_pack.pack.transport.direct import Direct, Timeouts
 
-            try:
-                self._client = Client.from_config(
-                    self.config, max_retries=self.network.retries, user_agent=f"conda-pixi-pack/{__version__}"
+                self._direct = Direct(
+                    Timeouts(connect=self.limits.connect, read=self.limits.read),
+                    self._tls,
+                    user_agent=self.user_agent,
+                    retries=self.network.retries,
+                    backoff=BACKOFF_SECONDS,
                 )
-            except Exception as exc:  # AuthenticationStorageError, bad TLS/proxy settings
-                raise PackError(f"cannot set up downloads: {first_line(exc)}") from exc
-        return self._client
+            return self._direct
 
-    async def run(self, artifacts: list[Artifact]) -> dict[str, Path]:
-        import asyncio
+    @property
+    def rattler(self) -> RattlerClient:
+        with self._lock:
+            if self._rattler is None:
+                from conda_pixi_pack.pack.transport.rattler_client import RattlerClient
 
-        limit = asyncio.Semaphore(self.config.concurrency_downloads or DEFAULT_CONCURRENCY)
+                self._rattler = RattlerClient(
+                    self.config,
+                    retries=self.network.retries,
+                    user_agent=self.user_agent,
+                    read_timeout=self.limits.read,
+                )
+            return self._rattler
 
-        async def one(artifact: Artifact) -> tuple[str, Path]:
-            async with limit:
-                return artifact.relative_path, await self.fetch(artifact)
+    def _tls(self) -> ssl.SSLContext:
+        """The TLS settings of ``--config`` for Python's OpenSSL: the system's trust store
+        (``SSL_CERT_FILE``/``SSL_CERT_DIR`` override it, as for rattler), or none with
+        ``tls-no-verify``."""
+        import ssl
 
-        tasks = [asyncio.ensure_future(one(a)) for a in artifacts]
+        with self._lock:
+            if self._tls_context is None:
+                context = ssl.create_default_context()
+                if self.config.tls_no_verify:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                context.set_alpn_protocols(["http/1.1"])
+                self._tls_context = context
+            return self._tls_context
+
+    def gate(self, url: str) -> Gate:
+        with self._lock:
+            if self._ramp is None:
+                from conda_pixi_pack.pack.transport.ramp import Ramp
+
+                self._ramp = Ramp(self.cap)
+            ramp = self._ramp
+        return ramp.gate(_origin(url))
+
+    def release(self) -> bool:
+        """Close the transports; True if rattler's client was made."""
+        if self._direct is not None:
+            self._direct.close()
+        return self._rattler is not None and self._rattler.close()
+
+    # -- the worker threads --------------------------------------------------------------------
+    def run(self, artifacts: list[Artifact]) -> dict[str, Path]:
+        """Fetch ``artifacts`` (largest first) with up to ``cap`` threads; the first failure stops
+        the others (and is raised), as Ctrl-C does. Returns when every thread has cleaned up.
+
+        The threads are awaited through a counter, not ``Thread.join``: a join interrupted by
+        Ctrl-C marks its thread as finished before Python 3.13 (gh-90882), and a second join
+        would return while the thread still removes its temp file.
+        """
+        import queue
+
+        todo: queue.SimpleQueue[Artifact] = queue.SimpleQueue()
+        for artifact in sorted(artifacts, key=lambda a: -(a.size or 0)):
+            todo.put(artifact)
+        paths: dict[str, Path] = {}
+        self._running = 0
         try:
-            if tasks:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-                failed = [t for t in done if not t.cancelled() and t.exception() is not None]
-                if failed:
-                    raise failed[0].exception()  # type: ignore[misc]
-            return dict(t.result() for t in tasks)
+            for _ in range(min(self.cap, len(artifacts))):
+                with self._finished:
+                    self._running += 1
+                threading.Thread(
+                    target=self._work, args=(todo, paths), name="conda-pixi-pack-fetch", daemon=True
+                ).start()
+            self._wait_for_workers()
+        except BaseException:  # Ctrl-C: stop the transfers, and let each remove its temp file
+            self._halt()
+            if remove_uninterrupted(self._wait_for_workers):
+                raise KeyboardInterrupt from None
+            raise
+        if self._failure is not None:
+            raise self._failure
+        return paths
+
+    def _wait_for_workers(self) -> None:
+        with self._finished:
+            while self._running:
+                self._finished.wait()
+
+    def _work(self, todo: Any, paths: dict[str, Path]) -> None:
+        try:
+            self._fetch_queued(todo, paths)
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            with self._finished:
+                self._running -= 1
+                self._finished.notify_all()
 
-    async def fetch(self, artifact: Artifact) -> Path:
-        import asyncio
+    def _fetch_queued(self, todo: Any, paths: dict[str, Path]) -> None:
+        import queue
 
+        while not self._stop.is_set():
+            try:
+                artifact = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                paths[artifact.relative_path] = self.fetch(artifact)
+            except _Stop:
+                return
+            except BaseException as exc:  # the first failure is the one the user sees
+                with self._lock:
+                    if self._failure is None:
+                        self._failure = exc
+                self._halt()
+                return
+
+    def _halt(self) -> None:
+        """Stop every transfer: those in the direct transport's sockets return at once."""
+        self._stop.set()
+        with self._lock:
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.abort()
+
+    def _pause(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise _Stop()
+
+    # -- one artifact ---------------------------------------------------------------------------
+    def fetch(self, artifact: Artifact) -> Path:
         target = self.destination / artifact.relative_path
         target.parent.mkdir(parents=True, exist_ok=True)
         if self.cache is None or not _cacheable(artifact):
-            temp = await self.download(artifact, target)
+            temp = self.download(artifact, target)
             os.replace(temp, target)
             return target
-        hit = await asyncio.to_thread(self.cache.lookup, artifact)
+        hit = self.cache.lookup(artifact)
         if hit is not None:
             try:
-                await asyncio.to_thread(place, hit, target)
+                place(hit, target)
             except FileNotFoundError:  # another pack discarded it meanwhile: fetch it again
                 hit = None
             else:
@@ -367,7 +510,7 @@ class _Fetcher:
         entry = self.cache.entry(artifact)
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
-            temp = await self.download(artifact, entry)
+            temp = self.download(artifact, entry)
         except OSError as exc:  # PackErrors (network, checksums) are not OSErrors: pass through
             raise PackError(
                 f"cannot write into the cache {self.cache.root}: {exc.strerror or exc}",
@@ -375,23 +518,21 @@ class _Fetcher:
             ) from exc
         try:
             # Link into the pack before publishing: the pack never depends on the entry staying.
-            await asyncio.to_thread(place, temp, target)
+            place(temp, target)
             self.cache.add(temp, artifact)
         finally:
             temp.unlink(missing_ok=True)
         return target
 
-    async def download(self, artifact: Artifact, final: Path) -> Path:
+    def download(self, artifact: Artifact, final: Path) -> Path:
         """A verified copy of ``artifact`` in a temp file beside ``final`` (the caller renames it)."""
-        import asyncio
-
         attempts = checksum_attempts = 0
         delay = BACKOFF_SECONDS
         while True:
             temp = temp_path(final)
             writer = _Writer(temp, artifact, self.task)
             try:
-                await self._transfer(artifact, writer)
+                self._transfer(artifact, writer)
                 writer.close()
                 problem = writer.hasher.mismatch()
                 if problem is not None:
@@ -413,97 +554,156 @@ class _Fetcher:
                     exhausted = checksum_attempts >= CHECKSUM_ATTEMPTS
                 else:
                     attempts += 1
-                    exhausted = attempts >= self.network.attempts
+                    exhausted = attempts >= self.limits.attempts
                 if exhausted:
                     raise retry.error from None
-                self.reporter.debug(f"retrying {artifact.label}: {retry.error.message}")
-                await asyncio.sleep(delay)
+                self._say_retry(artifact, retry, attempts)
+                self._pause(delay)
                 delay *= 2
             except BaseException:
                 writer.close()
                 temp.unlink(missing_ok=True)
                 raise
 
-    async def _transfer(self, artifact: Artifact, writer: _Writer) -> None:
-        import asyncio
+    def _say_retry(self, artifact: Artifact, retry: _Retry, attempt: int) -> None:
+        """The first silence of each host is a warning (``-q`` included); the rest, and every
+        other retry, are details for ``-v``."""
+        if retry.silence is not None:
+            host, what = retry.silence
+            with self._lock:
+                first = host not in self._silent
+                self._silent.add(host)
+            if first:
+                self.reporter.warn(f"{what}, retrying ({attempt}/{self.limits.attempts - 1})")
+        self.reporter.debug(f"retrying {artifact.label}: {retry.error.message}")
+
+    def _transfer(self, artifact: Artifact, writer: _Writer) -> None:
+        """One attempt, through the direct transport where the router allows, else rattler's."""
+        from conda_pixi_pack.pack.transport.ramp import Stopped
 
         if urlsplit(artifact.url).scheme.lower() == "file":
-            await self._watch(asyncio.to_thread(_copy_local, artifact, writer), artifact, writer)
+            _copy_local(artifact, writer)
             return
-        from rattler.package_streaming import download_to_writer
-
+        url = self.router.direct_url(artifact.url)
         try:
-            await self._watch(download_to_writer(self.client, artifact.url, writer), artifact, writer)
-        except (_Retry, PackError):
-            raise
-        except Exception as exc:
-            raise await self._classify(exc, artifact) from None
-
-    async def _watch(self, work: Awaitable[None], artifact: Artifact, writer: _Writer) -> None:
-        """Await ``work``, abandoning it when no byte arrived for ``stall_timeout`` seconds."""
-        import asyncio
-
-        stall = self.network.stall_timeout
-        future = asyncio.ensure_future(work)
-        try:
-            while True:
-                done, _ = await asyncio.wait({future}, timeout=min(1.0, stall))
-                if done:
-                    future.result()
+            if url is not None and _origin(url) not in self._rattler_only:
+                gate = self.gate(url)
+                with gate.slot(self._stop) as epoch:
+                    error = self._direct_transfer(url, artifact, writer, gate, epoch)
+                if error is None:
                     return
-                if time.monotonic() - writer.last_activity > stall:
-                    host = urlsplit(public_url(artifact.url)).netloc or public_url(artifact.url)
-                    raise _Retry(
-                        PackError(
-                            f"timed out downloading {artifact.label}: no data from {host} for {stall:g} s",
-                            "check the network, or the mirrors and proxy in `--config`",
-                        )
-                    )
+                if not isinstance(error, _Fallback):
+                    raise error
+            gate = self.gate(artifact.url)
+            with gate.slot(self._stop):
+                self._rattler_transfer(artifact, writer, gate)
+        except Stopped:
+            raise _Stop() from None
+
+    def _direct_transfer(
+        self, url: str, artifact: Artifact, writer: _Writer, gate: Gate, epoch: int
+    ) -> Exception | None:
+        """Fetch through the direct transport; the error to raise (a :class:`_Fallback` when
+        rattler's client should have the URL), or None."""
+        from conda_pixi_pack.pack.transport.direct import Cancelled, Job, TransferError
+
+        job = Job(url, writer, lambda stalled: gate.opened(epoch, stalled), gate.answered)
+        with self._lock:
+            self._jobs.add(job)
+        try:
+            if self._stop.is_set():
+                raise _Stop()
+            self.direct.fetch(job)
+        except Cancelled:
+            raise _Stop() from None
+        except TransferError as exc:
+            return self._error(exc, artifact, url, direct=True)
         finally:
-            if not future.done():
-                future.cancel()
-                with contextlib.suppress(BaseException):
-                    await future
+            with self._lock:
+                self._jobs.discard(job)
+        return None
 
-    async def _classify(self, exc: Exception, artifact: Artifact) -> PackError:
-        """Turn rattler's exception into a PackError (final) or a _Retry (transient)."""
-        import asyncio
+    def _rattler_transfer(self, artifact: Artifact, writer: _Writer, gate: Gate) -> None:
+        """Through rattler's client. Its first byte counts as an answer (it grows the server's
+        ramp); nothing shrinks it, since rattler's connections cannot be seen."""
+        from conda_pixi_pack.pack.transport.direct import Cancelled, TransferError
 
-        message = first_line(exc)
-        kind = type(exc).__name__
-        if kind == "AuthenticationStorageError":
-            return PackError(
-                f"cannot read credentials: {message}",
-                f"fix the file given with `--auth-file` or {AUTH_FILE_ENV}",
+        writer.on_first_byte = gate.answered
+        try:
+            self.rattler.fetch(
+                artifact.url,
+                writer,
+                last_activity=lambda: writer.last_activity,
+                stop=self._stop,
+                tls=self._tls,
             )
-        status = STATUS_RE.search(str(exc))
-        if status is not None:
-            code, url = int(status.group(1)), public_url(status.group(2))
-            if code in (401, 403):
-                return PackError(
-                    f"access denied (HTTP {code}) to {url} for {artifact.label}", self._auth_hint(url)
+        except Cancelled:
+            raise _Stop() from None
+        except TransferError as exc:
+            raise self._error(exc, artifact, artifact.url, direct=False) from None
+
+    def _error(self, exc: TransferError, artifact: Artifact, url: str, *, direct: bool) -> Exception:
+        """A transport's failure as a PackError, a _Retry, or (direct 4xx) a _Fallback to rattler."""
+        from conda_pixi_pack.pack.transport import direct as transport
+        from conda_pixi_pack.pack.transport.rattler_client import CredentialsError
+
+        label, shown = artifact.label, public_url(url)
+        if isinstance(exc, transport.HttpStatus):
+            if direct and 400 <= exc.code < 500:
+                # Credentials kept where we cannot look (the keyring), or a server that hides
+                # private files behind 404: rattler's client asks again, and its answer counts.
+                with self._lock:
+                    self._rattler_only.add(_origin(url))
+                return _Fallback()
+            return self._status_error(exc.code, public_url(exc.url), label)
+        if isinstance(exc, transport.Stalled):
+            return self._stall(artifact, exc.address)
+        if isinstance(exc, transport.CutShort):
+            return _Retry(
+                PackError(
+                    f"download of {label} from {shown} failed: {exc}",
+                    "the connection broke off repeatedly; check the network or proxy and try again",
                 )
-            if code in (404, 410):
-                return PackError(
-                    f"{artifact.label} not found (HTTP {code}): {url}",
-                    "check the channel and the mirrors in `--config`, or run `pixi lock` again",
-                )
-            return PackError(f"HTTP {code} downloading {artifact.label} from {url}", "try again later")
-        if any(marker in message for marker in CONNECTION_MARKERS):
-            # rattler already retried; its message does not say why, so ask the host ourselves.
-            url = public_url(self._effective_url(artifact.url))
-            reason = await asyncio.to_thread(_probe, url)
-            return PackError(
-                f"cannot download {artifact.label}: {reason}",
-                "check the URL, the network, and the mirrors and proxy in `--config`",
             )
-        # Anything else failed while the body was streaming (cut connection, reset): try again.
-        url = public_url(artifact.url)
+        if isinstance(exc, CredentialsError):
+            return PackError(str(exc), f"fix the file given with `--auth-file` or {AUTH_FILE_ENV}")
+        if isinstance(exc, transport.Untrusted):
+            return PackError(f"cannot download {label}: {exc.reason}", TLS_HINT)
+        if isinstance(exc, transport.Unreachable):
+            if not exc.transient:
+                return PackError(f"cannot download {label}: {exc.reason}", NETWORK_HINT)
+            host = urlsplit(shown).netloc
+            return _Retry(
+                PackError(
+                    f"cannot download {label}: {exc.reason}",
+                    f"{NETWORK_HINT}; to wait longer for a connection, set {CONNECT_TIMEOUT_KEY} "
+                    f"(seconds, now {self.limits.connect:g}) in the file given with `--config`",
+                ),
+                silence=(host, exc.reason),
+            )
+        return PackError(f"cannot download {label} from {shown}: {exc}", NETWORK_HINT)
+
+    def _status_error(self, code: int, url: str, label: str) -> PackError:
+        if code in (401, 403):
+            return PackError(f"access denied (HTTP {code}) to {url} for {label}", self._auth_hint(url))
+        if code in (404, 410):
+            return PackError(
+                f"{label} not found (HTTP {code}): {url}",
+                "check the channel and the mirrors in `--config`, or run `pixi lock` again",
+            )
+        return PackError(f"HTTP {code} downloading {label} from {url}", "try again later")
+
+    def _stall(self, artifact: Artifact, host: str) -> _Retry:
+        seconds, attempts = self.limits.read, self.limits.attempts
         return _Retry(
             PackError(
-                f"download of {artifact.label} from {url} failed: {message}",
-                "the connection broke off repeatedly; check the network or proxy and try again",
-            )
+                f"timed out downloading {artifact.label}: no data from {host} for {seconds:g} s "
+                f"({plural(attempts, 'attempt')})",
+                f"check the server, the network, and the mirrors and proxy in `--config`; to wait "
+                f"longer, set {READ_TIMEOUT_KEY} (seconds, now {seconds:g}) or {MAX_RETRIES_KEY} in the "
+                "file given with `--config`",
+            ),
+            silence=(host, f"no data from {host} for {seconds:g} s"),
         )
 
     def _auth_hint(self, url: str) -> str:
@@ -514,12 +714,21 @@ class _Fetcher:
         host = urlsplit(url).hostname or url
         return f"check the credentials for {host} in {given} (they were sent and refused)"
 
-    def _effective_url(self, url: str) -> str:
-        """The URL rattler really asked, after ``[mirrors]`` (for messages only)."""
-        for prefix, mirrors in self.config.mirrors.items():
-            if mirrors and url.startswith(prefix):
-                return mirrors[0].rstrip("/") + "/" + url[len(prefix) :].lstrip("/")
-        return url
+
+class _Fallback(Exception):
+    """The direct transport gives this URL up to rattler's client."""
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``: the unit of the ramp and of the fallback to rattler."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"https": 443, "http": 80}.get(scheme)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port or default}"
 
 
 def _copy_local(artifact: Artifact, writer: _Writer) -> None:
@@ -543,31 +752,3 @@ def _copy_local(artifact: Artifact, writer: _Writer) -> None:
         if writer.closed:  # cancelled: the caller is already unwinding
             raise
         raise PackError(f"{artifact.label}: {path} cannot be read: {exc.strerror or exc}") from None
-
-
-def _probe(url: str) -> str:
-    """Why a host cannot be reached: unresolvable, refusing, silent, or closing connections."""
-    import socket
-
-    parts = urlsplit(url)
-    host = parts.hostname
-    if not host:
-        return f"{url} cannot be reached"
-    try:
-        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme.lower(), 443)
-    except ValueError:
-        return f"{url} has an invalid port"
-    try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return f"host {host} cannot be resolved"
-    try:
-        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT):
-            pass
-    except ConnectionRefusedError:
-        return f"{host}:{port} refused the connection"
-    except TimeoutError:
-        return f"{host}:{port} did not answer (timed out)"
-    except OSError as exc:
-        return f"{host}:{port} is unreachable ({exc.strerror or exc})"
-    return f"{host}:{port} accepted a connection but the request failed (closed or timed out)"

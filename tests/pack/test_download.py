@@ -78,6 +78,19 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(params=["direct", "rattler"])
+def transport(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which client fetches from 127.0.0.1: the direct one, or rattler's, which the router picks
+    when a credentials file names the host (the test servers ignore the credentials sent)."""
+    if request.param == "rattler":
+        auth = tmp_path / "any-credentials.json"
+        auth.write_text(json.dumps({"127.0.0.1": {"BasicHTTP": {"username": "u", "password": "p"}}}))
+        monkeypatch.setenv(AUTH_FILE_ENV, str(auth))
+    else:
+        monkeypatch.delenv(AUTH_FILE_ENV, raising=False)
+    return str(request.param)
+
+
 # -- the happy path ------------------------------------------------------------------------------
 
 
@@ -216,7 +229,11 @@ def test_large_file_is_streamed_not_buffered(
 
 
 def test_503_once_is_retried(
-    make_project: Callable[..., Path], channel_server: ChannelServer, sample_channel: Channel, tmp_path: Path
+    make_project: Callable[..., Path],
+    channel_server: ChannelServer,
+    sample_channel: Channel,
+    tmp_path: Path,
+    transport: str,
 ) -> None:
     project = make_project(["alpha"])
     server = channel_server
@@ -232,7 +249,7 @@ def test_503_once_is_retried(
 
 
 def test_dropped_connection_is_retried(
-    sample_channel: Channel, make_server: Callable[[Path], ChannelServer], tmp_path: Path
+    sample_channel: Channel, make_server: Callable[[Path], ChannelServer], tmp_path: Path, transport: str
 ) -> None:
     server = make_server(sample_channel.root)
     big = sample_channel.packages["prefixed"]
@@ -249,7 +266,7 @@ def test_dropped_connection_is_retried(
 
 
 def test_stalled_transfer_is_abandoned_and_retried(
-    slow_server: Callable[..., SlowServer], tmp_path: Path
+    slow_server: Callable[..., SlowServer], tmp_path: Path, transport: str
 ) -> None:
     data = os.urandom(200_000)
     server = slow_server({"s.conda": data})
@@ -267,7 +284,7 @@ def test_stalled_transfer_is_abandoned_and_retried(
 
 
 def test_checksum_mismatch_retried_once_then_fails(
-    sample_channel: Channel, make_server: Callable[[Path], ChannelServer], tmp_path: Path
+    sample_channel: Channel, make_server: Callable[[Path], ChannelServer], tmp_path: Path, transport: str
 ) -> None:
     server = make_server(sample_channel.root)
     rel = sample_channel.relpath("alpha")
@@ -289,7 +306,7 @@ def test_checksum_mismatch_retried_once_then_fails(
 # -- errors --------------------------------------------------------------------------------------
 
 
-def test_404_names_the_url(channel_server: ChannelServer, tmp_path: Path) -> None:
+def test_404_names_the_url(channel_server: ChannelServer, tmp_path: Path, transport: str) -> None:
     url = channel_server.url_for("linux-64/missing-1.0-0.conda")
     with pytest.raises(PackError) as raised:
         fetch_all([artifact_for(b"x", url)], tmp_path / "out", network=NetworkSettings())
@@ -451,7 +468,7 @@ def test_unsafe_or_conflicting_artifacts_are_refused(tmp_path: Path) -> None:
 
 
 def test_one_failure_cancels_the_rest_without_partial_files(
-    slow_server: Callable[..., SlowServer], tmp_path: Path
+    slow_server: Callable[..., SlowServer], tmp_path: Path, transport: str
 ) -> None:
     files = {f"big{i}.conda": os.urandom(2_000_000) for i in range(4)}
     server = slow_server(files, chunk_delay=0.05)
@@ -466,7 +483,9 @@ def test_one_failure_cancels_the_rest_without_partial_files(
     assert leftovers(tmp_path / "out") == []
 
 
-def test_ctrl_c_leaves_no_partial_file(slow_server: Callable[..., SlowServer], tmp_path: Path) -> None:
+def test_ctrl_c_leaves_no_partial_file(
+    slow_server: Callable[..., SlowServer], tmp_path: Path, transport: str
+) -> None:
     data = os.urandom(4_000_000)
     server = slow_server({"slow.conda": data}, chunk_delay=0.05)
     out = tmp_path / "out"
@@ -505,11 +524,15 @@ def test_ctrl_c_leaves_no_partial_file(slow_server: Callable[..., SlowServer], t
 
 @pytest.mark.slow
 def test_a_process_can_exit_right_after_downloading(
-    tmp_path: Path, make_server: Callable[..., ChannelServer]
+    tmp_path: Path, make_server: Callable[..., ChannelServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """py-rattler's threads used to abort CPython when the interpreter finalized right after many
     parallel downloads (about 1 process in 8 here); fetch_all now leaves them a moment first.
-    Probabilistic by nature: ten processes, each exiting normally right after 40 downloads."""
+    Probabilistic by nature: ten processes, each exiting normally right after 40 downloads
+    through rattler's client (credentials for the host send them there)."""
+    auth = tmp_path / "any-credentials.json"
+    auth.write_text(json.dumps({"127.0.0.1": {"BasicHTTP": {"username": "u", "password": "p"}}}))
+    monkeypatch.setenv(AUTH_FILE_ENV, str(auth))
     root = tmp_path / "channel"
     (root / "linux-64").mkdir(parents=True)
     artifacts = []

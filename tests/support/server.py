@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import sys
 import threading
 from http import HTTPStatus
@@ -25,6 +26,10 @@ CHUNK: Final[int] = 64 * 1024
 #: Byte table that inverts every byte: same length, certainly different content.
 _INVERT: Final[bytes] = bytes(range(255, -1, -1))
 
+#: The self-signed certificate (its own CA) and key of ``ChannelServer(root, tls=True)``.
+TLS_CERT: Final[Path] = Path(__file__).resolve().parent / "tls" / "cert.pem"
+TLS_KEY: Final[Path] = Path(__file__).resolve().parent / "tls" / "key.pem"
+
 
 class ChannelServer:
     """Serve ``root`` over HTTP on an ephemeral port; use as a context manager.
@@ -33,8 +38,9 @@ class ChannelServer:
     HEAD, in order), e.g. to assert that a cache hit made no request.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, tls: bool = False) -> None:
         self.root = Path(root).resolve()
+        self.tls = tls
         self._lock = threading.Lock()
         self._requests: list[str] = []
         self._log: list[tuple[str, str, int]] = []
@@ -43,7 +49,11 @@ class ChannelServer:
         self._failures: dict[str, list[int]] = {}
         self._corrupt: set[str] = set()
         self._drops: dict[str, int] = {}
+        self._redirects: dict[str, tuple[int, str]] = {}
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
+        if tls:
+            self._httpd.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._httpd.tls.load_cert_chain(TLS_CERT, TLS_KEY)
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -79,7 +89,7 @@ class ChannelServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def url_for(self, relpath: str) -> str:
         """Absolute URL of a file below ``root``."""
@@ -123,9 +133,15 @@ class ChannelServer:
         with self._lock:
             self._drops[_norm(relpath)] = self._drops.get(_norm(relpath), 0) + times
 
+    def redirect(self, relpath: str, location: str, status: int = 302) -> None:
+        """Answer ``status`` with ``Location: location`` for this path (a URL or a path)."""
+        with self._lock:
+            self._redirects[_norm(relpath)] = (status, location)
+
     def reset(self) -> None:
         """Forget every fault, the credentials and the request log."""
         with self._lock:
+            self._redirects.clear()
             self._auth = None
             self._forbidden.clear()
             self._failures.clear()
@@ -159,6 +175,8 @@ class ChannelServer:
                 return HTTPStatus.UNAUTHORIZED, "error"
             if relpath in self._forbidden:
                 return HTTPStatus.FORBIDDEN, "error"
+            if relpath in self._redirects:
+                return self._redirects[relpath][0], "redirect"
             failures = self._failures.get(relpath)
             if failures:
                 return failures.pop(0), "error"
@@ -184,12 +202,22 @@ class ChannelServer:
 
 
 class _QuietServer(ThreadingHTTPServer):
-    """Daemon handler threads; a client that hangs up mid-body (a cancelled download) is normal."""
+    """Daemon handler threads; a client that hangs up mid-body (a cancelled download) is normal.
+
+    With ``tls`` set, each connection is wrapped in TLS in its handler's thread (a client that
+    refuses the certificate ends only its own connection).
+    """
 
     daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request: object, client_address: object) -> None:
+        if self.tls is not None:
+            request = self.tls.wrap_socket(request, server_side=True)  # type: ignore[arg-type]
+        super().finish_request(request, client_address)  # type: ignore[arg-type]
 
     def handle_error(self, request: object, client_address: object) -> None:
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
@@ -216,6 +244,12 @@ def _handler_for(server: ChannelServer) -> type[BaseHTTPRequestHandler]:
             server._record(self.command, relpath, status)
             if mode == "error":
                 self._error(status)
+                return
+            if mode == "redirect":
+                self.send_response(status)
+                self.send_header("Location", server._redirects[relpath][1])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             target = server._resolve(relpath)
             assert target is not None

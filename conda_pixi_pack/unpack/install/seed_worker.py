@@ -6,7 +6,9 @@ answer on stdout is a UTF-8 line, ``ok\\t<sha256>\\t<md5>`` or ``error\\t<messag
 archive path may be a named pipe the parent is filling.
 
 A process, not a thread: py-rattler's ``extract`` holds the GIL while it runs, so threads would
-take turns. Only rattler's extraction module is imported, to start fast.
+take turns. It loads py-rattler's compiled module on its own (:func:`load_extract`): importing
+the ``rattler`` package runs its ``__init__``, which imports every wrapper (~70 ms here, in each
+worker, while the packages wait), and ``extract`` is all a worker uses.
 """
 
 from __future__ import annotations
@@ -14,13 +16,46 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def load_extract() -> Callable[[str, str], tuple[bytes, bytes]]:
+    """py-rattler's native ``extract(archive, destination) -> (sha256, md5)``.
+
+    Loaded from the package's compiled module without running the package's ``__init__``; where
+    that module cannot be found or loaded that way, the ordinary import (same function).
+    """
+    import importlib.machinery
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("rattler")  # the package's location, nothing run
+        folder = os.path.dirname(spec.origin) if spec is not None and spec.origin else None
+        names = sorted(os.listdir(folder)) if folder else []
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            if f"rattler{suffix}" in names:
+                assert folder is not None
+                path = os.path.join(folder, f"rattler{suffix}")
+                loader = importlib.machinery.ExtensionFileLoader("rattler.rattler", path)
+                module_spec = importlib.util.spec_from_file_location("rattler.rattler", path, loader=loader)
+                assert module_spec is not None
+                module = importlib.util.module_from_spec(module_spec)
+                loader.exec_module(module)
+                return module.extract  # type: ignore[no-any-return]
+    except Exception:  # any surprise in that shortcut: the ordinary import below
+        pass
+    from rattler.package_streaming import extract
+
+    return extract  # type: ignore[return-value]
 
 
 def main() -> None:
     # The parent handles Ctrl-C (it stops this process); a traceback from here would be noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from rattler.package_streaming import extract
-
+    extract = load_extract()
     for line in sys.stdin.buffer:
         source, _, destination = line.rstrip(b"\n").partition(b"\t")
         try:
