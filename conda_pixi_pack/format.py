@@ -16,7 +16,7 @@ from conda_pixi_pack.errors import PackError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
-    from pathlib import Path
+    from pathlib import Path, PurePath
 
 #: The only format version this tool reads and writes; pixi-unpack requires the string.
 FORMAT_VERSION: Final = "1"
@@ -165,7 +165,7 @@ def current_platform() -> str:
     return str(Subdir.current())
 
 
-def is_package_path(path: Path) -> bool:
+def is_package_path(path: PurePath) -> bool:
     """Whether ``path`` in an extracted pack is where a package file goes (``channel/<subdir>/``)."""
     return path.name.endswith((CONDA_SUFFIX, TAR_BZ2_SUFFIX)) and path.parent.parent.name == CHANNEL_DIR
 

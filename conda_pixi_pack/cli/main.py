@@ -35,6 +35,8 @@ DESCRIPTION: Final = (
 )
 #: Exit code of a shell after Ctrl-C (128 + SIGINT).
 INTERRUPTED_EXIT: Final = 130
+#: Exit code when the reader of our output went away (128 + SIGPIPE), as for any program in a pipe.
+BROKEN_PIPE_EXIT: Final = 141
 #: Exit code of a process ended by SIGTERM (128 + SIGTERM), what CI runners and shells expect.
 TERMINATED_EXIT: Final = 143
 
@@ -83,14 +85,14 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
     Every subcommand sets ``func`` to its ``execute(args, output) -> int``; without a subcommand
     ``func`` prints the help.
     """
-    from conda_pixi_pack.cli import pack, unpack
+    from conda_pixi_pack.cli import inspect, pack, unpack
 
     if not parser.description:
         parser.description = DESCRIPTION
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     parser.set_defaults(func=_PrintHelp(parser))
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (pack, unpack):
+    for module in (pack, unpack, inspect):
         sub = commands.add_parser(module.NAME, help=module.SUMMARY, description=module.SUMMARY)
         module.configure_parser(sub, conda=conda)
         sub.set_defaults(func=module.execute)
@@ -164,9 +166,23 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             return report_error(exc, output, _exit_code(exc.exit_code, signals), str(exc))
         except KeyboardInterrupt as exc:
             return report_error(exc, output, _exit_code(INTERRUPTED_EXIT, signals), "interrupted")
+        except BrokenPipeError:
+            # whoever read our stdout (`inspect ... | head`) has gone: nothing more to say there
+            _silence_stdout()
+            return BROKEN_PIPE_EXIT
         except Exception as exc:
             line = f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback; please report it)"
             return report_error(exc, output, _exit_code(1, signals), line)
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so that the final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no stdout at all: nothing to flush either
+        pass
 
 
 def _exit_code(code: int, signals: Signals) -> int:

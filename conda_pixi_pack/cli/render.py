@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from conda_pixi_pack.cli.options import Output
     from conda_pixi_pack.pack.pipeline import PackResult
+    from conda_pixi_pack.unpack.inspect import Inspection
     from conda_pixi_pack.unpack.pipeline import UnpackResult
 
 #: The unit the core uses for byte counts; shown as sizes with a transfer speed.
@@ -273,7 +274,7 @@ def _jsonable(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def print_json(result: PackResult | UnpackResult) -> None:
+def print_json(result: PackResult | UnpackResult | Inspection) -> None:
     """The result dataclass as one JSON object on stdout (paths as strings)."""
     document = dataclasses.asdict(result)
     print(json.dumps(document, indent=2, default=_jsonable), flush=True)
@@ -313,3 +314,39 @@ def render_unpack_result(result: UnpackResult, reporter: ConsoleReporter, name: 
         reporter.result(f"Activate it with: {activate_command(result.activation_script)}")
     if name:
         reporter.result(f"or, in a conda shell: conda activate {name}")
+
+
+def render_inspection(inspection: Inspection) -> None:
+    """The report of ``inspect`` on stdout: what the pack is, its packages and wheels in aligned
+    columns, and every way to unpack it."""
+    packages = inspection.packages
+    lines = [
+        f"Pack:       {inspection.pack} ({inspection.kind}, {decimal(inspection.size)})",
+        (
+            f"Format:     pixi-pack format {inspection.format_version}, for {inspection.platform}, "
+            f"written by {inspection.written_by}"
+        ),
+        (
+            f"Contents:   {plural(len(packages), 'conda package')} "
+            f"({decimal(sum(p.size for p in packages))}), {plural(len(inspection.wheels), 'wheel')}"
+        ),
+    ]
+    if inspection.verified is not None:
+        lines.append(f"Verified:   {inspection.verified}")
+    rows = [("name", "version", "build", "channel", "size")]
+    rows += [(p.name, p.version, p.build, p.channel or "-", decimal(p.size)) for p in packages]
+    lines += ["", *_columns(rows)]
+    if inspection.wheels:
+        lines += ["", *_columns([("wheel", "size"), *((w.file, decimal(w.size)) for w in inspection.wheels)])]
+    if inspection.extra_files:
+        lines += ["", "Other files (ignored when unpacking): " + ", ".join(inspection.extra_files)]
+    lines += ["", "Unpack with:"]
+    lines += _columns([(f"  {path.command}", f"needs {path.needs}") for path in inspection.unpack_paths])
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """``rows`` as left-aligned columns two spaces apart (the last one not padded)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows]

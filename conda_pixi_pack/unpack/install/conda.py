@@ -97,9 +97,7 @@ class CondaInstaller:
             with _conda_context(pkgs_dir, reporter):
                 was_registered = is_registered(prefix)
                 try:
-                    records = [_record(package) for package in packages]
-                    _fetch_extract(records, {id(r): p for r, p in zip(records, packages)}, task)
-                    _check_extracted(records)
+                    records = self._cache(packages, task)
                     _link(records, prefix)
                     if on_linked is not None:
                         on_linked()
@@ -110,6 +108,26 @@ class CondaInstaller:
                 task.advance(len(packages) / 2)
         finally:
             task.done()
+
+    def cache(self, packages: list[PackedPackage], *, reporter: Reporter) -> list[PackageRecord]:
+        """Put ``packages`` into conda's package cache, extracted and checked, and return the records
+        conda links them by (with their original URLs and channels): what ``conda env create``
+        needs from a pack (unpack/conda_spec.py)."""
+        task = reporter.task("Extracting packages", total=len(packages))
+        try:
+            with _conda_context(None, reporter):
+                records = self._cache(packages, task)
+            task.advance(len(packages) / 2)  # the half that linking counts in install()
+            return records
+        finally:
+            task.done()
+
+    @staticmethod
+    def _cache(packages: list[PackedPackage], task: Task) -> list[PackageRecord]:
+        records = [_record(package) for package in packages]
+        _fetch_extract(records, {id(r): p for r, p in zip(records, packages)}, task)
+        _check_extracted(records)
+        return records
 
     def registration_undo(self, prefix: Path) -> Callable[[], None] | None:
         """conda lists every environment it creates in ``environments.txt``; a failed unpack takes
