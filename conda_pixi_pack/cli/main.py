@@ -95,7 +95,8 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
     for module in (pack, unpack, inspect):
         sub = commands.add_parser(module.NAME, help=module.SUMMARY, description=module.SUMMARY)
         module.configure_parser(sub, conda=conda)
-        sub.set_defaults(func=module.execute)
+        # the parser that reports flags it does not know (see parse)
+        sub.set_defaults(func=module.execute, command_parser=sub)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -106,6 +107,18 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.set_defaults(json=False, verbosity=0, quiet=False)
     configure_parser(parser)
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that flags nobody knows are reported by the subcommand
+    they were given to, with its usage (``unpack --bogus`` shows how to call ``unpack``), as its
+    other usage errors are; argparse would report them with the top-level usage."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        (getattr(args, "command_parser", None) or parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
+    return args
 
 
 @contextmanager
@@ -150,7 +163,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser(prog).parse_args(argv)
+        args = parse(build_parser(prog), argv)
     except _BadFlags as exc:
         if "--json" not in argv:
             argparse.ArgumentParser.error(exc.parser, exc.message)  # argparse's own text; exits 2
@@ -218,13 +231,14 @@ def report_error(exc: BaseException, output: Output, code: int, line: str) -> in
     """Render one error the standalone way and return ``code``.
 
     With ``--json`` the object has conda's shape (``error``, ``exception_name``,
-    ``exception_type``, ``message``) plus ``hint``, so scripts parse both worlds alike.
+    ``exception_type``, ``message``) plus ``hint``, so scripts parse both worlds alike; the message
+    is only the message, the hint only the hint.
     """
     if output.verbosity:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     if output.json:
         name = type(exc).__name__
-        message = str(exc) if isinstance(exc, PackError) else line
+        message = exc.message if isinstance(exc, PackError) else line  # the hint has its own key
         document = {
             "error": f"{name}: {message}",
             "exception_name": name,

@@ -328,6 +328,10 @@ def test_yes_is_accepted(tmp_path: Path) -> None:
         (["pack", "-m", "b", "a"], "either as an argument or with -m, not both"),
         (["pack", "--directory-only", "-o", "-"], "--directory-only writes a folder"),
         (["pack", "--json", "-o", "-"], "would both write to stdout"),
+        (["pack", "--create-executable", "-o", "-"], "--create-executable writes a script file"),
+        (["pack", "--create-executable", "--directory-only"], "cannot be combined with --directory-only"),
+        (["pack", "--unpacker-source", "mm.conda"], "--unpacker-source only applies to --create-executable"),
+        (["pack", "--create-executable", "--unpacker-sha256", "a"], "needs --unpacker-source"),
         (["pack", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["unpack", "-n", "a", "-p", "b"], "not allowed with argument"),
         (["unpack", "-e", "x", "-n", "a"], "cannot be combined with -n/--name or -p/--prefix"),
@@ -348,6 +352,10 @@ def test_yes_is_accepted(tmp_path: Path) -> None:
         "manifest-twice-reversed",
         "directory-only-to-stdout",
         "json-and-stdout",
+        "executable-to-stdout",
+        "executable-and-folder",
+        "unpacker-without-executable",
+        "sha256-without-unpacker",
         "unknown-flag",
         "name-and-prefix",
         "env-name-and-name",
@@ -449,6 +457,7 @@ def test_json_error_object_on_stdout(tmp_path: Path) -> None:
     assert "missing-project" in error["message"]
     assert error["error"] == f"PackError: {error['message']}"
     assert error["hint"]
+    assert error["hint"] not in error["message"]  # each says its own part
     assert "Traceback" not in text(done.stderr)
 
 

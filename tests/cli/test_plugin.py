@@ -201,6 +201,7 @@ def test_json_errors_under_conda(tmp_path: Path, conda_env: dict[str, str]) -> N
     assert error["exception_name"] == "PixiPackError"
     assert "missing-project" in error["message"]
     assert error["hint"]
+    assert error["hint"] not in error["message"] and error["hint"] not in error["error"]
     assert "Traceback" not in done.stderr
 
 
