@@ -382,6 +382,19 @@ def test_usage_errors_exit_2(argv: list[str], message: str, tmp_path: Path) -> N
         assert done.stdout == b""
 
 
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [(["unpack", "--bogus"], "unpack"), (["unpack", "-s", "tcsh"], "unpack"), (["pack", "--bogus"], "pack"),
+     (["inspect", "x.tar", "--bogus"], "inspect")],
+    ids=["unpack-unknown-flag", "unpack-bad-choice", "pack-unknown-flag", "inspect-unknown-flag"],
+)  # fmt: skip
+def test_a_subcommands_usage_errors_show_its_own_usage(argv: list[str], command: str, tmp_path: Path) -> None:
+    """An unknown flag is reported like any other usage error of the subcommand it was given to."""
+    done = run(argv, tmp_path)
+    assert done.returncode == 2
+    assert text(done.stderr).startswith(f"usage: conda-pixi-pack {command} ")
+
+
 def test_unpack_to_stdout_is_one_usage_line(tmp_path: Path) -> None:
     """``-o -`` means stdout for pack; for unpack it is refused instead of making a folder '-'."""
     done = run(["unpack", "environment.tar", "-o", "-"], tmp_path)
