@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,20 @@ def conda_importable() -> bool:
         return importlib.util.find_spec("conda") is not None
     except (ImportError, ValueError):
         return False
+
+
+#: The private caches of this run (removed when it ends).
+_PRIVATE_CACHES: list[Path] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Private, empty package caches for the whole run: conda's (``pack`` takes archives from
+    them) and pip's (an installed environment's pip wheels are looked for there), so that no test
+    depends on what the machine's own caches hold."""
+    private = Path(tempfile.mkdtemp(prefix="conda-pixi-pack-tests-"))
+    _PRIVATE_CACHES.append(private)
+    os.environ["CONDA_PKGS_DIRS"] = str(private / "conda-pkgs")
+    os.environ["PIP_CACHE_DIR"] = str(private / "pip-cache")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -384,6 +400,8 @@ _EXIT_STATUS: list[int] = []
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _EXIT_STATUS.append(int(exitstatus))
+    for private in _PRIVATE_CACHES:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)

@@ -33,6 +33,13 @@ if TYPE_CHECKING:
 BYTES: Final = "B"
 #: Prefix of a warning line (shown even with ``-q``).
 WARNING_PREFIX: Final = "warning:"
+#: How the summary says where files came from (``PackResult.sources``).
+ORIGINS: Final = {
+    "download": "downloaded",
+    "cache": "from --use-cache",
+    "package cache": "from conda's package cache",
+    "local file": "from local files",
+}
 #: How each activation script is loaded into the current shell, by its extension.
 ACTIVATE_COMMANDS: Final = {".ps1": ". {}", ".bat": "call {}"}
 
@@ -281,12 +288,38 @@ def print_json(result: PackResult | UnpackResult | Inspection) -> None:
 
 
 def render_pack_result(result: PackResult, reporter: ConsoleReporter) -> None:
-    """``Packed 12 conda packages and 2 wheels for linux-64 into environment.tar (34.5 MB)``."""
-    where = "stdout" if result.output is None else str(result.output)
-    reporter.result(
-        f"Packed {plural(result.conda_packages, 'conda package')} and {plural(result.wheels, 'wheel')} "
-        f"for {result.platform} into {where} ({decimal(result.size)})"
-    )
+    """``Packed 12 conda packages and 2 wheels for linux-64 into environment.tar (34.5 MB)``, where
+    the files came from, and what was left out; a dry run lists every file on stdout instead."""
+    counts = f"{plural(result.conda_packages, 'conda package')} and {plural(result.wheels, 'wheel')}"
+    origins = ", ".join(f"{count} {ORIGINS.get(origin, origin)}" for origin, count in result.sources.items())
+    origins = f"; {origins}" if origins else ""
+    if result.dry_run:
+        _columns_out(
+            [
+                ("file", "from", "size"),
+                *((f.path, f"{f.origin}: {f.location}", _size(f.size)) for f in result.files),
+            ]
+        )
+        reporter.result(
+            f"Dry run: would pack {counts} for {result.platform} ({decimal(result.size)}{origins}); "
+            "nothing was fetched or written"
+        )
+    else:
+        where = "stdout" if result.output is None else str(result.output)
+        reporter.result(
+            f"Packed {counts} for {result.platform} into {where} ({decimal(result.size)}{origins})"
+        )
+    if result.skipped:
+        reporter.warn(f"left out {plural(len(result.skipped), 'package')}: " + "; ".join(result.skipped))
+
+
+def _size(size: int | None) -> str:
+    return decimal(size) if size is not None else "?"
+
+
+def _columns_out(rows: list[tuple[str, ...]]) -> None:
+    sys.stdout.write("\n".join(_columns(rows)) + "\n")
+    sys.stdout.flush()
 
 
 def activate_command(script: PurePath) -> str:

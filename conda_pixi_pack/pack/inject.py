@@ -95,8 +95,9 @@ def _digests(path: Path) -> tuple[str, str]:
     return md5.hexdigest(), sha256.hexdigest()
 
 
-def read_conda(path: Path) -> InjectedConda:
-    """Read the record of a local ``.conda``/``.tar.bz2``; raises PackError if it is not one."""
+def archive_record(path: Path, hint: str) -> dict[str, Any]:
+    """The repodata record of a local ``.conda``/``.tar.bz2`` (its ``info/index.json``, with its
+    size, md5 and sha256); raises PackError, with ``hint``, if it is not a package."""
     import asyncio  # here, not at the top: ~20 ms that a pack without --inject need not pay
 
     from rattler import RepoDataRecord
@@ -104,22 +105,30 @@ def read_conda(path: Path) -> InjectedConda:
     try:
         record_obj = asyncio.run(RepoDataRecord.from_package_archive(path))
     except Exception as exc:  # rattler raises its own exception types for every archive error
-        raise PackError(
-            f"cannot inject {path.name}: not a readable conda package ({exc})",
-            "give a .conda or .tar.bz2 file built by conda-build, rattler-build or pixi",
-        ) from None
+        raise PackError(f"{path.name}: not a readable conda package ({exc})", hint) from None
     record: dict[str, Any] = json.loads(record_obj.to_json())
     md5, sha256 = _digests(path)
     record["md5"] = md5
     record["sha256"] = sha256
     record["size"] = path.stat().st_size
+    for key in ("url", "channel"):
+        record.pop(key, None)
+    return record
+
+
+def read_conda(path: Path) -> InjectedConda:
+    """Read the record of a local ``.conda``/``.tar.bz2``; raises PackError if it is not one."""
+    try:
+        record = archive_record(
+            path, "give a .conda or .tar.bz2 file built by conda-build, rattler-build or pixi"
+        )
+    except PackError as exc:
+        raise PackError(f"cannot inject {exc.message}", exc.hint) from None
     suffix = CONDA_SUFFIX if path.name.endswith(CONDA_SUFFIX) else TAR_BZ2_SUFFIX
     # Stored under its canonical name whatever the local file is called: conda and
     # pixi-unpack key packages by ``name-version-build``.
     file_name = f"{record['name']}-{record['version']}-{record['build']}{suffix}"
     record["fn"] = file_name
-    for key in ("url", "channel"):
-        record.pop(key, None)
     return InjectedConda(path, str(record["subdir"]), file_name, record)
 
 

@@ -45,7 +45,8 @@ LAUNCHERS: Final = {
 }
 #: Every option of each subcommand, as the user types them (the tests below check each one).
 PACK_FLAGS: Final = (
-    "-m --manifest-file -e --environment -p --platform -o --output-file --directory-only "
+    "-m --manifest-file -e --environment -n --name --prefix --from-explicit --category --ignore-missing "
+    "-p --platform -o --output-file --directory-only -d --dry-run -y --yes "
     "--create-executable --unpacker-source --unpacker-sha256 --use-cache "
     "-i --inject --ignore-pypi-non-wheel --auth-file --config --json -v --verbose -q --quiet"
 ).split()
@@ -698,7 +699,7 @@ def test_wiring_with_a_fake_core(monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
 PACKED_LINE: Final = re.compile(
     r"^Packed (\d+) conda packages? and (\d+) wheels? for linux-64 into (.+) "
-    r"\((\d[\d.]* [kMG]?B|\d+ bytes?)\)$"
+    r"\((\d[\d.]* [kMG]?B|\d+ bytes?)(?:; \d+ downloaded)?\)$"
 )
 
 

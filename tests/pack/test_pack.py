@@ -136,7 +136,7 @@ def test_pack_contents(
     output = tmp_path / "environment.tar"
     result = run_pack(project, output)
 
-    assert result == PackResult(output, 3, 1, output.stat().st_size, PLATFORM)
+    assert result == PackResult(output, 3, 1, output.stat().st_size, PLATFORM, sources={"download": 4})
     assert members(output) == [
         "channel/",
         "channel/linux-64/",

@@ -7,7 +7,7 @@ and conda-lock files are understood the same way pixi does.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 from conda_pixi_pack.artifacts import Artifact
 from conda_pixi_pack.errors import PackError, first_line
 from conda_pixi_pack.format import NOARCH, PYPI_DIR, WHEEL_SUFFIX
-from conda_pixi_pack.pack.sources import LockedConda, LockedEnvironment, LockedWheel
+from conda_pixi_pack.pack.sources import LockedConda, LockedEnvironment, LockedWheel, conda_lock
 from conda_pixi_pack.progress import Reporter
 
 if TYPE_CHECKING:
@@ -45,10 +45,13 @@ class LockSource:
     environment: str = "default"
     #: Skip PyPI entries that are not wheels (with a warning) instead of refusing them.
     ignore_pypi_non_wheel: bool = False
+    #: conda-lock categories to take (``main``, ``dev``, extras); empty: ``main``, as
+    #: ``conda-lock install`` does. Refused for pixi locks, which have environments instead.
+    categories: tuple[str, ...] = ()
 
     def load(self, platform: str | None, reporter: Reporter) -> LockedEnvironment:
         """The lock's environment for ``platform``; source packages are listed, for ``--inject``."""
-        return load(
+        env = load(
             self.manifest,
             self.environment,
             platform,
@@ -56,6 +59,28 @@ class LockSource:
             reporter=reporter,
             allow_source_packages=True,
         )
+        return self._in_categories(env, reporter)
+
+    def _in_categories(self, env: LockedEnvironment, reporter: Reporter) -> LockedEnvironment:
+        """Only the packages of the chosen conda-lock categories."""
+        lock_path = env.inputs[0][0]
+        text = lock_path.read_text(encoding="utf-8", errors="replace")
+        if not conda_lock.is_conda_lock(text):
+            if self.categories:
+                raise PackError(
+                    f"--category applies to conda-lock files; {lock_path} is a pixi lock",
+                    "choose one of its environments with -e/--environment",
+                )
+            return env
+        wanted = self.categories or conda_lock.DEFAULT_CATEGORIES
+        conda_names = conda_lock.selected_names(lock_path, text, "conda", env.platform, wanted)
+        pip_names = conda_lock.selected_names(lock_path, text, "pip", env.platform, wanted)
+        conda = [c for c in env.conda if c.record["name"] in conda_names]
+        wheels = [w for w in env.wheels if w.name in pip_names]
+        left = len(env.conda) + len(env.wheels) - len(conda) - len(wheels)
+        if left:
+            reporter.info(f"Leaving out {left} packages of other categories than {', '.join(wanted)}")
+        return replace(env, conda=conda, wheels=wheels)
 
 
 def load(
