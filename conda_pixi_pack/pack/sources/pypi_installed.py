@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import io
 import json
 import os
@@ -30,8 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from installer.utils import parse_wheel_filename
 
-from conda_pixi_pack.artifacts import Artifact
-from conda_pixi_pack.fileio import CHUNK_SIZE
+from conda_pixi_pack.artifacts import Artifact, file_digests
 from conda_pixi_pack.format import PYPI_DIR, WHEEL_SUFFIX
 from conda_pixi_pack.pack.sources import LockedWheel, Missing
 
@@ -134,7 +132,9 @@ def _from_pip_cache(dist_info: Path, name: str, version: str) -> LockedWheel | N
         except (OSError, zipfile.BadZipFile, UnicodeDecodeError, KeyError):
             continue
         if entries and all(installed.get(path) == entry for path, entry in entries.items()):
-            return _wheel(name, version, candidate.resolve().as_uri(), candidate.name, _sha256(candidate))
+            return _wheel(
+                name, version, candidate.resolve().as_uri(), candidate.name, file_digests(candidate)[1]
+            )
     return None
 
 
@@ -157,11 +157,3 @@ def _urlsafe(digest: str) -> str:
 
 def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK_SIZE):
-            digest.update(block)
-    return digest.hexdigest()
