@@ -143,6 +143,7 @@ def _pack(options: PackOptions, output: Output, reporter: Reporter) -> PackResul
         skipped=skipped,
         dry_run=options.dry_run,
     )
+    _check_local_files(conda)
     if options.dry_run:
         result.files = [_planned(s) for s in supplies]
         result.size = sum(s.artifact.size or 0 for s in supplies)
@@ -193,6 +194,26 @@ def _with_injections(
     if injection.conda:
         inject.check_fits([c.record for c in conda], [c.record for c in injection.conda], reporter)
     return injection, conda, wheels
+
+
+def _check_local_files(conda: list[LockedConda]) -> None:
+    """A package named by a local path or ``file://`` URL must be there: said now, before anything
+    is downloaded, with a hint that matches how the source names it."""
+    for item in conda:
+        if urlsplit(item.artifact.url).scheme.lower() != "file":
+            continue
+        path = file_url_path(item.artifact.url)
+        if path.exists() or any(copy.is_file() for copy in item.local_copies):
+            continue
+        if "://" in item.url:
+            how = f"it is named by the URL {public_url(item.url)}"
+        elif os.path.isabs(item.url):
+            how = f"it is named by the absolute path {item.url}"
+        else:
+            how = f"the lock names it by {item.url}, relative to the lock"
+        raise PackError(
+            f"{item.artifact.label}: {path} does not exist", f"{how}; put the file back, or lock again"
+        )
 
 
 def _planned(item: supply.Supply) -> PlannedFile:

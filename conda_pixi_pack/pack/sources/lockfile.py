@@ -7,6 +7,7 @@ and conda-lock files are understood the same way pixi does.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
@@ -30,6 +31,11 @@ MANIFEST_NAMES: Final = ("pixi.toml", "pyproject.toml")
 #: Suffixes of a lock file given directly instead of a manifest: ``*.lock`` and conda-lock's
 #: ``*.yml``/``*.yaml`` under any name (``myenv.conda-lock.yml``; py-rattler reads that format too).
 LOCK_SUFFIXES: Final = (".lock", ".yml", ".yaml")
+#: Top-level sections every lock of each kind has.
+REQUIRED_KEYS: Final = {
+    "pixi": ("version", "environments", "packages"),
+    "conda-lock": ("version", "metadata", "package"),
+}
 #: URL schemes handed to rattler's client as they are (everything else is a local path).
 REMOTE_SCHEMES: Final = ("http", "https", "s3", "oci", "gcs")
 #: pixi marks direct URL requirements (``pkg @ https://…``) with this prefix in the lock.
@@ -194,10 +200,34 @@ def _read_lock(lock_path: Path) -> LockFile:
                 f"{lock_path} is a conda environment file, not a lock file",
                 "give the project folder, whose pixi.lock is packed, or a pixi or conda-lock lock file",
             ) from exc
-        tool = "pixi lock" if lock_path.suffix.lower() == ".lock" else "conda-lock"
+        pixi = lock_path.suffix.lower() == ".lock"
+        tool = "pixi lock" if pixi else "conda-lock"
+        problem = _diagnosis(lock_path, pixi) or "it cannot be parsed"
         raise PackError(
-            f"cannot read {lock_path}: {first_line(exc)}", f"regenerate it with `{tool}`"
+            f"{lock_path} is not a valid lock file: {problem} (rattler: {first_line(exc)})",
+            f"regenerate it with `{tool}`",
         ) from exc
+
+
+def _diagnosis(path: Path, pixi: bool) -> str | None:
+    """What is wrong with a lock at the top, in the lock format's own terms, where its text shows
+    it: a required section missing, or given as a plain value instead of a list or mapping."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    keys = [line.split(":", 1) for line in lines if re.match(r"[A-Za-z_]+:", line)]
+    top = {key: value.strip() for key, value in keys}
+    # pixi's locks before version 4 had conda-lock's sections
+    modern = pixi and not re.fullmatch(r"[123]", top.get("version", "").strip("'\""))
+    required = REQUIRED_KEYS["pixi" if modern else "conda-lock"]
+    missing = [key for key in required if key not in top]
+    if missing:
+        return f"it has no `{missing[0]}` section"
+    plain = [key for key in required if key != "version" and top[key] and top[key][0] not in "[{"]
+    if plain:
+        return f"its `{plain[0]}` is a plain value ({top[plain[0]][:40]}), not a list or mapping"
+    return None
 
 
 def _looks_like_environment_file(path: Path) -> bool:
