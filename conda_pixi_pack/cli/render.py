@@ -283,7 +283,8 @@ def _jsonable(value: object) -> str:
 
 def print_json(result: PackResult | UnpackResult | Inspection) -> None:
     """The result dataclass as one JSON object on stdout (paths as strings)."""
-    document = dataclasses.asdict(result)
+    internal = {f.name for f in dataclasses.fields(result) if f.metadata.get("internal")}
+    document = {k: v for k, v in dataclasses.asdict(result).items() if k not in internal}
     print(json.dumps(document, indent=2, default=_jsonable), flush=True)
 
 

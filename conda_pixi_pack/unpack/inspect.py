@@ -83,6 +83,8 @@ class Inspection:
     verified: str | None = None
     #: Files the pack holds beyond the format's (every unpacker ignores them).
     extra_files: list[str] = field(default_factory=list)
+    #: The parsed ``pixi-pack.json``, for callers (``unpack --dry-run``); not printed.
+    metadata: layout.PackMetadata | None = field(default=None, repr=False, metadata={"internal": True})
 
 
 @dataclass
@@ -128,6 +130,7 @@ def inspect_pack(
             unpack_paths=_unpack_paths(opened, seen, bool(wheels), packages),
             verified=VERIFIED if verify else None,
             extra_files=sorted(n for n in seen.files if not _known(n) and n not in listed),
+            metadata=metadata,
         )
 
 
