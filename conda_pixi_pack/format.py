@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.errors import PackError, plain_reason
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -115,11 +115,8 @@ def load_json(data: bytes, name: str) -> Any:
     mean the file was damaged, and the error says so rather than quoting a codec."""
     try:
         return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        problem = f"it is not UTF-8 text (byte {exc.start})"
-    except json.JSONDecodeError as exc:
-        problem = f"it is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-    raise PackError(f"broken pack: {name} is damaged: {problem}", DAMAGED_HINT)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackError(f"broken pack: {name} is damaged: {plain_reason(exc)}", DAMAGED_HINT) from None
 
 
 def parse_metadata(data: bytes) -> PackMetadata:

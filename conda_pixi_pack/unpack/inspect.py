@@ -24,6 +24,7 @@ from conda_pixi_pack.unpack.reader import open_pack
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from conda_pixi_pack.progress import Task
     from conda_pixi_pack.unpack.reader.base import Member, OpenedPack
 
 #: Largest JSON or text file of a pack read into memory (repodata of thousands of packages fits).
@@ -103,54 +104,59 @@ def inspect_pack(
     package against its record and every wheel against its RECORD, raising PackError at the first
     file that does not match."""
     reporter = reporter or Reporter()
-    with open_pack(source) as opened:
-        seen = _read(opened, verify, reporter)
-        if layout.METADATA_FILE not in seen.texts:
-            raise PackError(
-                f"not a pack: {opened.label} has no {layout.METADATA_FILE}",
-                "give a file written by `pack` (or pixi-pack)",
-            )
-        metadata = layout.parse_metadata(seen.texts[layout.METADATA_FILE])
-        packages = _packages(seen, metadata)
-        if verify:
-            _verify(packages, seen)
-        wheels = [
-            WheelItem(PurePosixPath(n).name, size) for n, size in sorted(seen.files.items()) if _is_wheel(n)
-        ]
-        listed = {path for _, path in packages}
-        return Inspection(
-            pack=opened.label,
-            kind=opened.kind,
-            format_version=metadata.version,
-            platform=metadata.platform,
-            written_by=_writer(metadata),
-            packages=[item for item, _ in packages],
-            wheels=wheels,
-            size=sum(seen.files.values()),
-            unpack_paths=_unpack_paths(opened, seen, bool(wheels), packages),
-            verified=VERIFIED if verify else None,
-            extra_files=sorted(n for n in seen.files if not _known(n) and n not in listed),
-            metadata=metadata,
-        )
-
-
-def _read(opened: OpenedPack, verify: bool, reporter: Reporter) -> _Seen:
-    seen = _Seen()
-    task = reporter.task("Reading pack", None, "B")
+    # the stage is "done" only once the last check passed (the comparisons after the reading)
+    task = reporter.task("Verifying pack" if verify else "Reading pack", None, "B")
     try:
-        for member, stream in opened.members():
-            if member.is_dir or stream is None:
-                continue
-            seen.files[member.name] = member.size
-            if _is_text(member.name):
-                seen.texts[member.name] = _read_text(member, stream)
-            elif verify and _is_wheel(member.name):
-                _check_wheel(member, stream)
-            elif verify and layout.is_package_path(PurePosixPath(member.name)):
-                seen.digests[member.name] = _digests(stream)
-            task.advance(member.size)
+        with open_pack(source) as opened:
+            return _inspect(opened, verify, task)
     finally:
         task.done()
+
+
+def _inspect(opened: OpenedPack, verify: bool, task: Task) -> Inspection:
+    seen = _read(opened, verify, task)
+    if layout.METADATA_FILE not in seen.texts:
+        raise PackError(
+            f"not a pack: {opened.label} has no {layout.METADATA_FILE}",
+            "give a file written by `pack` (or pixi-pack)",
+        )
+    metadata = layout.parse_metadata(seen.texts[layout.METADATA_FILE])
+    packages = _packages(seen, metadata)
+    if verify:
+        _verify(packages, seen)
+    wheels = [
+        WheelItem(PurePosixPath(n).name, size) for n, size in sorted(seen.files.items()) if _is_wheel(n)
+    ]
+    listed = {path for _, path in packages}
+    return Inspection(
+        pack=opened.label,
+        kind=opened.kind,
+        format_version=metadata.version,
+        platform=metadata.platform,
+        written_by=_writer(metadata),
+        packages=[item for item, _ in packages],
+        wheels=wheels,
+        size=sum(seen.files.values()),
+        unpack_paths=_unpack_paths(opened, seen, bool(wheels), packages),
+        verified=VERIFIED if verify else None,
+        extra_files=sorted(n for n in seen.files if not _known(n) and n not in listed),
+        metadata=metadata,
+    )
+
+
+def _read(opened: OpenedPack, verify: bool, task: Task) -> _Seen:
+    seen = _Seen()
+    for member, stream in opened.members():
+        if member.is_dir or stream is None:
+            continue
+        seen.files[member.name] = member.size
+        if _is_text(member.name):
+            seen.texts[member.name] = _read_text(member, stream)
+        elif verify and _is_wheel(member.name):
+            _check_wheel(member, stream)
+        elif verify and layout.is_package_path(PurePosixPath(member.name)):
+            seen.digests[member.name] = _digests(stream)
+        task.advance(member.size)
     return seen
 
 

@@ -227,7 +227,7 @@ def _failure(exc: Exception) -> PackError:
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         return PackError(f"unpacking failed: {exc.strerror or exc}{where}")
-    return PackError(f"unpacking failed: {exc}")
+    return PackError(f"unpacking failed: {exc}", "nothing was installed; run with -v for the details")
 
 
 def _plan(options: UnpackOptions) -> _Plan:

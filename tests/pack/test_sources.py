@@ -277,6 +277,17 @@ def test_a_malformed_explicit_list_is_one_clear_error(tmp_path: Path, text: str,
     assert not (tmp_path / "x.tar").exists()
 
 
+def test_a_binary_file_given_as_explicit_list_is_named_plainly(tmp_path: Path) -> None:
+    listed = tmp_path / "not-a-list.txt"
+    listed.write_bytes(b"@EXPLICIT\n\xff\xfe\x00binary")
+    done = cli("pack", "--from-explicit", str(listed), "--dry-run")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"error: cannot read {listed}: it is not UTF-8 text (byte 10) (make one with "
+        "`conda list --explicit --sha256 -n ENV` or `conda-lock render --kind explicit`)"
+    )
+
+
 @pytest.mark.skipif(not CONDA_LOCK.is_file(), reason=NO_REAL_LOCKS)
 def test_real_lock_urls_are_planned_as_an_explicit_list(tmp_path: Path) -> None:
     """conda-lock's own URLs and md5/sha256s, written as `conda-lock render --kind explicit`

@@ -189,7 +189,9 @@ def test_verify_names_a_package_that_does_not_match(
         "stdin": ("-", pack.read_bytes()),
         "folder": (str(source), None),
     }[how]
-    line = _one_error(cli("inspect", target, "--verify", stdin=stdin))
+    done = cli("inspect", target, "--verify", stdin=stdin)
+    assert ": done" not in done.stderr.decode()  # no stage says "done" before its last check failed
+    line = _one_error(done)
     assert line == (
         "error: broken pack: channel/linux-64/beta-1.2-h0_0.tar.bz2 does not match its sha256 in "
         "repodata.json (the pack is damaged or incomplete; copy or build it again)"

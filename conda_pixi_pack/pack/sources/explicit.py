@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote, urlsplit
 
 from conda_pixi_pack.artifacts import Artifact
-from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.errors import PackError, plain_reason
 from conda_pixi_pack.format import CONDA_SUFFIX, EXPLICIT_MARKER, NOARCH, TAR_BZ2_SUFFIX, current_platform
 from conda_pixi_pack.pack.sources import LockedConda, LockedEnvironment
 
@@ -74,7 +74,7 @@ class ExplicitSource:
         except FileNotFoundError:
             raise PackError(f"explicit list {self.path} does not exist", HINT) from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise PackError(f"cannot read {self.path}: {exc}", HINT) from None
+            raise PackError(f"cannot read {self.path}: {plain_reason(exc)}", HINT) from None
         return [line.strip() for line in text.splitlines()]
 
     def _package(self, number: int, line: str) -> LockedConda:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 from conda_pixi_pack.artifacts import Artifact
-from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.errors import PackError, plain_reason
 from conda_pixi_pack.format import NOARCH, current_platform
 from conda_pixi_pack.pack.sources import LockedConda, LockedEnvironment, Missing
 from conda_pixi_pack.pack.sources.pypi_installed import find_pip_installed
@@ -118,7 +118,8 @@ def _records(prefix: Path) -> list[dict[str, Any]]:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise PackError(
-                f"cannot read {path}: {exc}", "the environment is damaged; repair it with conda first"
+                f"cannot read {path}: {plain_reason(exc)}",
+                "the environment is damaged; repair it with conda first",
             ) from None
         if not isinstance(record, dict) or not all(
             isinstance(record.get(k), str) for k in ("name", "version", "build")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from conda_pixi_pack.errors import PackError, UserCancelled
+from conda_pixi_pack.format import DAMAGED_HINT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -233,7 +234,8 @@ def _record(package: PackedPackage) -> PackageRecord:
         )
     except Exception as exc:  # conda's ValidationError and TypeError for a malformed record
         raise PackError(
-            f"broken pack: the repodata record of {package.subdir}/{package.file_name} is invalid: {exc}"
+            f"broken pack: the repodata record of {package.subdir}/{package.file_name} is invalid: {exc}",
+            DAMAGED_HINT,
         ) from None
 
 
