@@ -54,6 +54,13 @@ def pack(project: Path, out: Path) -> Path:
     return out
 
 
+def untar(pack: Path, folder: Path) -> Path:
+    """``tar -xf`` the pack into ``folder``, as a user without this tool does first."""
+    folder.mkdir()
+    subprocess.run(["tar", "-xf", str(pack), "-C", str(folder)], check=True)
+    return folder
+
+
 def installed(prefix: Path) -> dict[str, dict[str, object]]:
     return {
         (meta := json.loads(path.read_text()))["name"]: meta
@@ -138,9 +145,7 @@ def test_the_explicit_list_installs_with_plain_conda_after_tar_x(
     make_project: Callable[..., Path], tmp_path: Path, conda_env: dict[str, str]
 ) -> None:
     packed = pack(make_project(["alpha", "beta", "prefixed", "activated"]), tmp_path / "environment.tar")
-    extracted = tmp_path / "extracted"
-    extracted.mkdir()
-    subprocess.run(["tar", "-xf", str(packed), "-C", str(extracted)], check=True)
+    extracted = untar(packed, tmp_path / "extracted")
     done = conda(
         ["create", "-p", "./env", "--offline", "--yes", "--file", "explicit.txt"],
         extracted,
@@ -164,9 +169,7 @@ def test_environment_yml_installs_with_conda_env_create_offline(
     """The seed's no-tool path, as pixi-pack documents it, with `--offline` (conda 26 asks the
     network for the `nodefaults` channel without it)."""
     packed = pack(make_project(["alpha", "beta"]), tmp_path / "environment.tar")
-    extracted = tmp_path / "extracted"
-    extracted.mkdir()
-    subprocess.run(["tar", "-xf", str(packed), "-C", str(extracted)], check=True)
+    extracted = untar(packed, tmp_path / "extracted")
     done = conda(
         ["env", "create", "-p", "./env", "--offline", "--file", "environment.yml"],
         extracted,
