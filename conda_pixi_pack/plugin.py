@@ -68,4 +68,7 @@ def conda_environment_specifiers() -> Iterator[CondaEnvironmentSpecifier]:
 @hookimpl
 def conda_post_commands() -> Iterator[CondaPostCommand]:
     """After ``conda create`` / ``conda env create`` from a pack: its wheels (a no-op otherwise)."""
-    yield CondaPostCommand(name="conda-pixi-pack-wheels", action=install_wheels, run_for={"create"})
+    # `conda env create` runs post-commands as "env_create" before conda 26.7, "create" since
+    yield CondaPostCommand(
+        name="conda-pixi-pack-wheels", action=install_wheels, run_for={"create", "env_create"}
+    )

@@ -97,7 +97,7 @@ def _prefix_of(name: str) -> Path:
             "-n/--name needs conda, which is not importable here",
             "give the environment's folder with --prefix",
         ) from None
-    if not context._search_path and not context._argparse_args:  # standalone: read condarc as conda does
+    if not context._argparse_args:  # standalone (not under conda's CLI): read condarc as conda does
         from conda.base.context import reset_context
 
         reset_context()

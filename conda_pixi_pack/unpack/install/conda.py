@@ -150,7 +150,9 @@ def _conda_context(pkgs_dir: Path | None, reporter: Reporter) -> Iterator[None]:
     from conda.core.package_cache_data import PackageCacheData
     from conda.reporters import _get_render_func
 
-    if not context._search_path and not context._argparse_args:
+    # conda's CLI sets its arguments on the context (and has read condarc and CONDA_*); without
+    # them this is the standalone command. (conda 26.3 keeps no usable search path to test.)
+    if not context._argparse_args:
         reset_context()  # standalone: read condarc files and CONDA_* like `conda` does
     saved = dict(context._cache_)
     forced: dict[str, Any] = dict(_FORCED_SETTINGS)
@@ -308,11 +310,24 @@ def _actions(task: Task) -> tuple[Any, Any]:
             super().reverse()
 
     class CountingExtractAction(ExtractPackageAction):
-        """conda's extraction, counted on our progress bar once the cache record is written."""
+        """conda's extraction, counted once on our progress bar when it is done: conda 26.7
+        extracts in worker processes and finishes with ``_finish_extract`` in this one, earlier
+        versions run ``execute`` (which 26.7 still uses where it cannot start workers)."""
+
+        counted = False
+
+        def execute(self, progress_update_callback: Any = None) -> None:
+            super().execute(progress_update_callback)
+            self._count()
 
         def _finish_extract(self) -> None:
             super()._finish_extract()
-            task.advance(0.5)
+            self._count()
+
+        def _count(self) -> None:
+            if not self.counted:
+                self.counted = True
+                task.advance(0.5)
 
     return PackFileAction, CountingExtractAction
 
