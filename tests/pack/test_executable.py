@@ -27,6 +27,7 @@ import pytest
 from tests.conftest import ACTIVATE_VARIABLE, Channel
 from tests.support.channel import index_channel
 from tests.support.packages import PackageSpec
+from tests.support.unpacker import fake_micromamba
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -241,31 +242,6 @@ def test_path_3_installs_the_explicit_list_with_conda(
 
 
 # -- path 1: an installer embedded at pack time ---------------------------------------------------
-
-
-def fake_micromamba(tmp_path: Path, *, delay: float = 0) -> tuple[Path, Path]:
-    """A linux-64 ``micromamba`` conda package whose program records its arguments (and the
-    folder it runs in) and installs the pack it is run on with this tool; returns the package
-    and the record file."""
-    record = tmp_path / "micromamba-called"
-    program = "\n".join([
-        "#!/bin/sh",
-        f'printf "%s\\n" "$PWD" > "{record}.cwd"',
-        f'ls > "{record}.ls"',
-        f': > "{record}"',
-        f'for argument in "$@"; do printf "%s\\n" "$argument" >> "{record}"; done',
-        f"sleep {delay}",
-        'while [ "$#" -gt 0 ]; do [ "$1" = --prefix ] && prefix="$2"; shift; done',
-        f'exec "{sys.executable}" -m conda_pixi_pack unpack . -p "$prefix" --installer rattler -q',
-        "",
-    ])  # fmt: skip
-    channel = Channel(tmp_path / "unpacker-channel")
-    path = channel.add(
-        PackageSpec(
-            "micromamba", "2.0.0", "0", files={"bin/micromamba": program}, executables=["bin/micromamba"]
-        )
-    )
-    return path, record
 
 
 def test_path_1_runs_the_embedded_installer_with_the_documented_arguments(
