@@ -1,6 +1,6 @@
 """``conda env create --file environment.tar``: a pack as a conda environment specification.
 
-conda (25.7 and later) asks its ``conda_environment_specifiers`` plugins for an ``Environment``;
+conda (26.3 and later) asks its ``conda_environment_specifiers`` plugins for an ``Environment``;
 ours gives the pack's exact packages as ``explicit_packages``, which conda links without a solver.
 Before that the pack is read as ``unpack`` reads it (every kind of pack, the same checks and
 checksums), and its packages are put into conda's package cache, extracted, with their original
