@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from tests.faults.conftest import Ledger
 
 #: Examples per run: bounded so that the whole suite stays within minutes on 2 cores.
-EXAMPLES: Final = 120
+EXAMPLES: Final = 300
 #: A mutation may make a reader write much (a huge declared size): no file beyond this.
 FILE_LIMIT: Final = 256 * 1024 * 1024
 
