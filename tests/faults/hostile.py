@@ -25,7 +25,7 @@ ESCAPES: Final = ("dotdot", "absolute", "symlink-then-file")
 def escaping_package(channel_root: Path, how: str, outside: Path, fmt: str = "conda") -> Path:
     """A package ``evil-1.0-0`` whose payload writes ``ESCAPED`` outside its extraction folder.
 
-    ``dotdot``: a member ``../../../../evil-escaped.txt``; ``absolute``: a member at the absolute
+    ``dotdot``: a member ``../../evil-escaped.txt``; ``absolute``: a member at the absolute
     path ``outside/evil-escaped.txt``; ``symlink-then-file``: a symbolic link ``lib/evil`` to
     ``outside`` then a file ``lib/evil/evil-escaped.txt`` through it. Every member is listed in
     ``info/paths.json``, as a crafted package would do to get it linked too.
@@ -33,9 +33,7 @@ def escaping_package(channel_root: Path, how: str, outside: Path, fmt: str = "co
     spec = PackageSpec("evil", "1.0", "0", fmt=fmt, files={"share/evil/README": "looks harmless\n"})  # type: ignore[arg-type]
     members = builder._payload(spec)
     if how == "dotdot":
-        members["../../../../evil-escaped.txt"] = builder._Member(
-            "../../../../evil-escaped.txt", data=ESCAPED
-        )
+        members["../../evil-escaped.txt"] = builder._Member("../../evil-escaped.txt", data=ESCAPED)
     elif how == "absolute":
         path = f"{outside}/evil-escaped.txt"
         members[path] = builder._Member(path, data=ESCAPED)
@@ -55,10 +53,14 @@ def escaping_package(channel_root: Path, how: str, outside: Path, fmt: str = "co
     return target
 
 
-def escaped_files(*roots: Path) -> list[Path]:
-    """Every file below ``roots`` holding :data:`ESCAPED` (named ``evil-escaped.txt``)."""
+def escaped_files(*roots: Path) -> list[str]:
+    """Every ``evil-escaped.txt`` below ``roots``, or right in one of their four nearest parents
+    (where ``..`` members relative to a folder below a root would land)."""
     found = []
     for root in roots:
         for folder, _, names in os.walk(root):
             found += [os.path.join(folder, n) for n in names if n == "evil-escaped.txt"]
-    return sorted({p for p in found})
+        found += [
+            str(p / "evil-escaped.txt") for p in list(root.parents)[:4] if (p / "evil-escaped.txt").exists()
+        ]
+    return sorted(set(found))
