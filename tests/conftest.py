@@ -69,6 +69,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(CONDA_SKIP_REASON)
 
 
+@pytest.fixture(autouse=True)
+def _own_conda_package_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test its own empty conda package cache: ``pack`` takes archives from it, so what an
+    earlier test's conda unpack extracted there would otherwise change where packages come from."""
+    monkeypatch.setenv("CONDA_PKGS_DIRS", str(tmp_path_factory.mktemp("conda-pkgs")))
+
+
 @pytest.fixture
 def conda_available() -> None:
     """Request this (or mark the test ``conda``) to skip where conda is not importable."""

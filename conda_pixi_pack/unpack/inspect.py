@@ -207,6 +207,11 @@ def _check_wheel(member: Member, stream: IO[bytes]) -> None:
 def _packages(seen: _Seen, metadata: layout.PackMetadata) -> list[tuple[PackedItem, str]]:
     """Every record of every ``repodata.json``, with the path its file has in the pack."""
     result: list[tuple[PackedItem, str]] = []
+    for name in seen.files:
+        path = PurePosixPath(name)
+        repodata = f"{path.parent.as_posix()}/{layout.REPODATA_FILE}"
+        if layout.is_package_path(path) and repodata not in seen.texts:
+            raise layout.missing_repodata(path.parent.name)
     for name in sorted(seen.texts):
         match = _REPODATA.fullmatch(name)
         if match is None:
@@ -214,8 +219,6 @@ def _packages(seen: _Seen, metadata: layout.PackMetadata) -> list[tuple[PackedIt
         subdir = match.group(1)
         for file_name, record in sorted(layout.parse_repodata(seen.texts[name], name).items()):
             path = f"{layout.CHANNEL_DIR}/{subdir}/{file_name}"
-            if not isinstance(record, dict):
-                raise PackError(f"broken pack: the record of {path} is malformed", layout.DAMAGED_HINT)
             origin = metadata.origins.get(f"{subdir}/{file_name}")
             item = PackedItem(
                 name=str(record.get("name", "")),

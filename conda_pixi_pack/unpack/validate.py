@@ -273,7 +273,9 @@ def validate_pack(
     packages = _collect_packages(root, metadata, extents or {}, defer_checksums=defer_checksums)
     wheels = _collect_wheels(root, packages)
     total = sum(int(p.record.get("size") or 0) for p in packages)
-    task = reporter.task("Verifying packages", total or None, "B")
+    # Deferred checksums are checked while the installer extracts: this stage must not claim them.
+    deferred = any(p.checksum_deferred for p in packages)
+    task = reporter.task("Checking packages" if deferred else "Verifying packages", total or None, "B")
     try:
         with ThreadPoolExecutor(HASH_WORKERS) as pool:
             # list() re-raises the first failure; the pool waits for the others before leaving.

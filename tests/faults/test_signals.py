@@ -100,9 +100,11 @@ def judge(
     if code == 0:
         assert complete(), stderr
         return "complete"
-    # before our code ran: the interpreter's own default ("Could not import runpy module", exit 1,
-    # or killed by the signal); nothing of ours had begun
-    assert code in (-signum, 1) and "error:" not in stderr, (code, stderr)
+    # before our code ran: the interpreter's own default ("Could not import runpy module" or
+    # "Fatal Python error: init_import_site", exit 1, or killed by the signal); nothing of ours
+    # had begun, so no line of ours either
+    ours = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert code in (-signum, 1) and ours == [], (code, stderr)
     assert absent(), stderr
     return "startup"
 

@@ -208,6 +208,47 @@ def test_verify_names_a_missing_package(packages: Callable[..., list[Path]], tmp
     )
 
 
+def _retype_records(source: Path, field: str, value: object) -> None:
+    path = source / "channel" / "linux-64" / "repodata.json"
+    repodata = json.loads(path.read_text())
+    for record in repodata["packages.conda"].values():
+        record[field] = value
+    path.write_text(json.dumps(repodata))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            lambda src: (src / "channel" / "linux-64" / "repodata.json").unlink(),
+            "broken pack: channel/linux-64/ holds packages but no repodata.json",
+            id="no-repodata",
+        ),
+        pytest.param(
+            lambda src: _retype_records(src, "size", "big"),
+            "the record of channel/linux-64/alpha-1.0-h0_0.conda has a size that is not a number: 'big'",
+            id="size-a-string",
+        ),
+        pytest.param(
+            lambda src: _retype_records(src, "sha256", "abc"),
+            "the record of channel/linux-64/alpha-1.0-h0_0.conda has a sha256 that is not 64 hex "
+            "digits: 'abc'",
+            id="sha256-too-short",
+        ),
+    ],
+)
+def test_broken_records_are_named_without_verify(
+    packages: Callable[..., list[Path]], tmp_path: Path, change: Callable[[Path], object], message: str
+) -> None:
+    """What a record says is checked by every reading, not only by ``--verify``: inspect must not
+    describe a pack that no unpacker would install as it is."""
+    source = make_pack_dir(tmp_path / "src", packages("alpha", "beta"), platform="linux-64")
+    change(source)
+    pack = tar_dir(source, tmp_path / "environment.tar")
+    for args in (("inspect", str(pack)), ("inspect", str(source)), ("unpack", str(pack), "--dry-run")):
+        assert message in _one_error(cli(*args)), args
+
+
 def test_verify_names_a_tampered_wheel(
     python_channel: Channel, packages: Callable[..., list[Path]], tmp_path: Path
 ) -> None:

@@ -142,6 +142,11 @@ def _check_type(member: tarfile.TarInfo) -> None:
             f"unsafe pack: member {member.name!r} is a device, fifo or other special file",
             UNSAFE_HINT,
         )
+    if member.issparse():  # a few bytes that declare gigabytes of zeros: no writer of packs makes one
+        raise PackError(
+            f"unsafe pack: member {member.name!r} is a sparse file; packs hold only files and folders",
+            UNSAFE_HINT,
+        )
 
 
 def safe_members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, tuple[str, ...]]]:
