@@ -182,7 +182,19 @@ def test_the_pixi_workspace_uses_the_recipes_bounds(
     assert set(pixi["environments"]) == {"default"} | {f"py{p.replace('.', '')}" for p in pythons}
     tasks = pixi["feature"]["test"]["tasks"]
     assert tasks["test"] == "python -m pytest"  # what `make test` runs
-    assert tasks["lint"] == "ruff check . && ruff format --check ."  # what `make lint` runs
+    assert tasks["lint"] == " && ".join(_make_recipe("lint"))  # what `make lint` runs
+
+
+def _make_recipe(target: str) -> list[str]:
+    """The commands of a Makefile target, without the venv's ``$(BIN)/`` and ``python -m``."""
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    commands = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        commands.append(line.strip().removeprefix("$(BIN)/").removeprefix("python -m "))
+    return commands
 
 
 @pytest.mark.conda
