@@ -271,6 +271,21 @@ def test_path_1_runs_the_embedded_installer_with_the_documented_arguments(
     assert leftovers(tmp_path / "tmp") == []  # the extracted pack and the program are gone
 
 
+@pytest.mark.parametrize(("shell", "ext"), [("bash", "sh"), ("fish", "fish"), ("xonsh", "xsh")])
+def test_path_1_writes_the_activation_of_an_environment_without_activate_d_scripts(
+    make_project: Callable[..., Path], tmp_path: Path, shell: str, ext: str
+) -> None:
+    """Most environments have no ``activate.d`` script: the activation script is still written."""
+    package, _ = fake_micromamba(tmp_path)
+    script = tmp_path / "environment.sh"
+    done = pack_executable(make_project(["alpha", "beta"]), script, "--unpacker-source", str(package))
+    assert done.returncode == 0, done.stderr
+    done = run_script(script, tmp_path / "work", [], "-o", "out", "-s", shell)
+    assert done.returncode == 0, done.stderr
+    activation = (tmp_path / "work" / "out" / f"activate.{ext}").read_text()
+    assert str(tmp_path / "work" / "out" / "env") in activation and "activate.d" not in activation
+
+
 def test_path_1_refuses_n_before_writing_anything(make_project: Callable[..., Path], tmp_path: Path) -> None:
     package, record = fake_micromamba(tmp_path)
     script = tmp_path / "environment.sh"
