@@ -292,7 +292,8 @@ def render_pack_result(result: PackResult, reporter: ConsoleReporter) -> None:
     """``Packed 12 conda packages and 2 wheels for linux-64 into environment.tar (34.5 MB)``, where
     the files came from, and what was left out; a dry run lists every file on stdout instead."""
     counts = f"{plural(result.conda_packages, 'conda package')} and {plural(result.wheels, 'wheel')}"
-    origins = ", ".join(f"{count} {ORIGINS.get(origin, origin)}" for origin, count in result.sources.items())
+    named = {**ORIGINS, "download": "to download"} if result.dry_run else ORIGINS
+    origins = ", ".join(f"{count} {named.get(origin, origin)}" for origin, count in result.sources.items())
     origins = f"; {origins}" if origins else ""
     if result.dry_run:
         _columns_out(
@@ -302,7 +303,7 @@ def render_pack_result(result: PackResult, reporter: ConsoleReporter) -> None:
             ]
         )
         reporter.result(
-            f"Dry run: would pack {counts} for {result.platform} ({decimal(result.size)}{origins}); "
+            f"Dry run: would pack {counts} for {result.platform} ({_dry_run_total(result)}{origins}); "
             "nothing was fetched or written"
         )
     else:
@@ -315,7 +316,17 @@ def render_pack_result(result: PackResult, reporter: ConsoleReporter) -> None:
 
 
 def _size(size: int | None) -> str:
-    return decimal(size) if size is not None else "?"
+    return decimal(size) if size is not None else "size unknown"
+
+
+def _dry_run_total(result: PackResult) -> str:
+    """The total, honest about files whose size the source does not give (conda-lock v1 has none)."""
+    unknown = sum(1 for f in result.files if f.size is None)
+    if not unknown:
+        return decimal(result.size)
+    if unknown == len(result.files):
+        return "size unknown until fetched"
+    return f"{decimal(result.size)} and {plural(unknown, 'file')} of unknown size"
 
 
 def _columns_out(rows: list[tuple[str, ...]]) -> None:

@@ -338,6 +338,10 @@ def test_conda_lock_categories_choose_the_packages(tmp_path: Path) -> None:
     assert "libgcc" not in main and "_libgcc_mutex" in main  # default: main, as conda-lock install
     assert planned("--category", "dev") == {"libgcc"}
     assert planned("--category", "main", "--category", "dev") == main | {"libgcc"}
+    done = cli("pack", str(lock), "-p", "linux-64", "--dry-run")
+    assert "Leaving out 1 package of other categories than main" in done.stderr
+    # conda-lock v1 records carry no size: the total says so instead of "0 bytes"
+    assert f"(size unknown until fetched; {len(main)} to download)" in done.stderr, done.stderr
     done = cli("pack", str(lock), "-p", "linux-64", "--dry-run", "--category", "docs")
     assert done.returncode == 1
     assert "has no category docs (it has: dev, main)" in done.stderr

@@ -17,7 +17,7 @@ from conda_pixi_pack.artifacts import Artifact
 from conda_pixi_pack.errors import PackError, first_line
 from conda_pixi_pack.format import NOARCH, PYPI_DIR, WHEEL_SUFFIX
 from conda_pixi_pack.pack.sources import LockedConda, LockedEnvironment, LockedWheel, conda_lock
-from conda_pixi_pack.progress import Reporter
+from conda_pixi_pack.progress import Reporter, plural
 
 if TYPE_CHECKING:
     from rattler import LockFile
@@ -85,7 +85,8 @@ class LockSource:
         wheels = [w for w in env.wheels if w.name in pip_names]
         left = len(env.conda) + len(env.wheels) - len(conda) - len(wheels)
         if left:
-            reporter.info(f"Leaving out {left} packages of other categories than {', '.join(wanted)}")
+            others = f"other categories than {', '.join(wanted)}"
+            reporter.info(f"Leaving out {plural(left, 'package')} of {others}")
         return replace(env, conda=conda, wheels=wheels)
 
 
