@@ -27,9 +27,12 @@ test: venv
 test-pythons:
 	scripts/test-pythons.sh
 
+# Shell: the self-extracting header runs under any POSIX sh (dash, busybox), hence -s sh for it.
 lint: venv
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
+	$(BIN)/shellcheck -s sh conda_pixi_pack/pack/writers/header.sh examples/docker/entrypoint.sh
+	$(BIN)/shellcheck scripts/*.sh .ci/run
 
 demo:
 	scripts/demo.sh

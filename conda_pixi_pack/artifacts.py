@@ -72,6 +72,17 @@ class Hasher:
         return None
 
 
+def file_digests(path: Path) -> tuple[str, str]:
+    """(md5, sha256) of a file in one streamed pass (memory stays flat whatever its size)."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha256 = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(CHUNK_SIZE):
+            md5.update(block)
+            sha256.update(block)
+    return md5.hexdigest(), sha256.hexdigest()
+
+
 def file_mismatch(path: Path, artifact: Artifact) -> str | None:
     """Hash ``path`` in chunks and compare it with ``artifact``; None when it matches."""
     hasher = Hasher(artifact)

@@ -63,3 +63,17 @@ def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (rattler's span several, with excerpts)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+def plain_reason(exc: BaseException) -> str:
+    """Why a file could not be read, in plain words: the codec's or the parser's own text is not
+    something a user can act on ("'utf-8' codec can't decode byte 0xdd in position 3")."""
+    import json
+
+    if isinstance(exc, UnicodeDecodeError):
+        return f"it is not UTF-8 text (byte {exc.start})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"it is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+    if isinstance(exc, OSError):
+        return exc.strerror or first_line(exc)
+    return first_line(exc)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from typing import TYPE_CHECKING, Final
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, BinaryIO, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 #: Read size when hashing or copying a file (constant memory whatever the file size).
@@ -43,15 +44,26 @@ def create_new(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """``data`` into ``path`` by a rename, so that no reader ever sees half of it."""
-    temp = temp_path(path)
+@contextmanager
+def atomic_file(target: Path, *, durable: bool = False) -> Iterator[BinaryIO]:
+    """A new file beside ``target`` to write, renamed over ``target`` when the block ends without
+    an error (removed otherwise, Ctrl-C included): no reader ever sees half of it. ``durable``
+    makes the rename itself durable (the folder is synced; the data is not, as with ``tar``)."""
+    temp = temp_path(target)
     try:
         with os.fdopen(create_new(temp), "wb") as stream:
-            stream.write(data)
-        os.replace(temp, path)
+            yield stream
+        os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
+    if durable:
+        fsync_dir(target.parent)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` by a rename, so that no reader ever sees half of it."""
+    with atomic_file(path) as stream:
+        stream.write(data)
 
 
 def place(source: Path, target: Path) -> None:

@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.errors import PackError, plain_reason
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
-    from pathlib import Path
+    from pathlib import Path, PurePath
 
 #: The only format version this tool reads and writes; pixi-unpack requires the string.
 FORMAT_VERSION: Final = "1"
@@ -115,11 +115,8 @@ def load_json(data: bytes, name: str) -> Any:
     mean the file was damaged, and the error says so rather than quoting a codec."""
     try:
         return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        problem = f"it is not UTF-8 text (byte {exc.start})"
-    except json.JSONDecodeError as exc:
-        problem = f"it is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-    raise PackError(f"broken pack: {name} is damaged: {problem}", DAMAGED_HINT)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackError(f"broken pack: {name} is damaged: {plain_reason(exc)}", DAMAGED_HINT) from None
 
 
 def parse_metadata(data: bytes) -> PackMetadata:
@@ -165,7 +162,7 @@ def current_platform() -> str:
     return str(Subdir.current())
 
 
-def is_package_path(path: Path) -> bool:
+def is_package_path(path: PurePath) -> bool:
     """Whether ``path`` in an extracted pack is where a package file goes (``channel/<subdir>/``)."""
     return path.name.endswith((CONDA_SUFFIX, TAR_BZ2_SUFFIX)) and path.parent.parent.name == CHANNEL_DIR
 
@@ -257,6 +254,8 @@ def read_repodata(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
     for subdir_path in sorted(p for p in channel.iterdir() if p.is_dir()):
         path = subdir_path / REPODATA_FILE
         if not path.is_file():
+            if any(is_package_path(p) for p in subdir_path.iterdir()):
+                raise missing_repodata(subdir_path.name)
             continue
         name = path.relative_to(root).as_posix()
         try:
@@ -278,4 +277,42 @@ def parse_repodata(data: bytes, name: str) -> dict[str, dict[str, Any]]:
         if not isinstance(section, dict):
             raise PackError(f"broken pack: {name} has a malformed {key!r}", DAMAGED_HINT)
         records.update(section)
+    folder = name.rpartition("/")[0]
+    for file_name, record in records.items():
+        _check_record(f"{folder}/{file_name}" if folder else file_name, record)
     return records
+
+
+_HEX: Final = frozenset("0123456789abcdef")
+#: Length of each checksum's hex digest in a record.
+_DIGEST_LENGTHS: Final = {"sha256": 64, "md5": 32}
+
+
+def _check_record(label: str, record: object) -> None:
+    """The fields a record's file is checked against, of the types they must have: a mistyped
+    one would otherwise fail deep in an installer, naming neither the file nor the record."""
+    if not isinstance(record, dict):
+        raise PackError(f"broken pack: the record of {label} is malformed", DAMAGED_HINT)
+    size = record.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise PackError(
+            f"broken pack: the record of {label} has a size that is not a number: {size!r}", DAMAGED_HINT
+        )
+    for algorithm, length in _DIGEST_LENGTHS.items():
+        value = record.get(algorithm)
+        if value is None:
+            continue
+        valid = isinstance(value, str) and len(value) == length and all(c in _HEX for c in value.lower())
+        if not valid:
+            raise PackError(
+                f"broken pack: the record of {label} has a {algorithm} that is not "
+                f"{length} hex digits: {value!r}",
+                DAMAGED_HINT,
+            )
+
+
+def missing_repodata(subdir: str) -> PackError:
+    """A subdir folder with packages but no index: pixi-unpack would install none of them."""
+    return PackError(
+        f"broken pack: {CHANNEL_DIR}/{subdir}/ holds packages but no {REPODATA_FILE}", DAMAGED_HINT
+    )

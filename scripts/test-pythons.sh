@@ -17,7 +17,7 @@ find_python() {
         return
     fi
     local root="${PYENV_ROOT:-$HOME/.pyenv}"
-    for candidate in $(ls -d "$root/versions/$version".* 2>/dev/null | sort -V -r); do
+    for candidate in $(printf '%s\n' "$root/versions/$version".* | sort -V -r); do
         if [[ -x "$candidate/bin/python" ]]; then
             echo "$candidate/bin/python"
             return

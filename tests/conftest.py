@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +49,33 @@ def conda_importable() -> bool:
         return False
 
 
+#: The private caches of this run (removed when it ends).
+_PRIVATE_CACHES: list[Path] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Private, empty package caches for the whole run: conda's (``pack`` takes archives from
+    them) and pip's (an installed environment's pip wheels are looked for there), so that no test
+    depends on what the machine's own caches hold."""
+    private = Path(tempfile.mkdtemp(prefix="conda-pixi-pack-tests-"))
+    _PRIVATE_CACHES.append(private)
+    os.environ["CONDA_PKGS_DIRS"] = str(private / "conda-pkgs")
+    os.environ["PIP_CACHE_DIR"] = str(private / "pip-cache")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Skip ``@pytest.mark.conda`` tests, with a reason, where conda is not importable."""
     if item.get_closest_marker("conda") is not None and not conda_importable():
         pytest.skip(CONDA_SKIP_REASON)
+
+
+@pytest.fixture(autouse=True)
+def _own_conda_package_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test its own empty conda package cache: ``pack`` takes archives from it, so what an
+    earlier test's conda unpack extracted there would otherwise change where packages come from."""
+    monkeypatch.setenv("CONDA_PKGS_DIRS", str(tmp_path_factory.mktemp("conda-pkgs")))
 
 
 @pytest.fixture
@@ -384,6 +409,8 @@ _EXIT_STATUS: list[int] = []
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _EXIT_STATUS.append(int(exitstatus))
+    for private in _PRIVATE_CACHES:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)

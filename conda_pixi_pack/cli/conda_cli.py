@@ -8,7 +8,7 @@ our exit code. Unexpected exceptions propagate unchanged to conda's report.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conda.exceptions import CondaError
 
@@ -27,6 +27,16 @@ class PixiPackError(CondaError):
         super().__init__(str(error))
         self.hint = error.hint
         self.return_code = error.exit_code
+        self._message_only = error.message
+
+    def dump_map(self) -> dict[str, Any]:
+        """conda's JSON error object, with ``message`` (and ``error``) without the hint: the hint
+        has its own key."""
+        document = super().dump_map()
+        document.pop("_message_only", None)
+        document["message"] = self._message_only
+        document["error"] = f"{type(self).__name__}: {self._message_only}"
+        return document
 
 
 def configure_parser(parser: ArgumentParser) -> None:

@@ -35,6 +35,8 @@ DESCRIPTION: Final = (
 )
 #: Exit code of a shell after Ctrl-C (128 + SIGINT).
 INTERRUPTED_EXIT: Final = 130
+#: Exit code when the reader of our output went away (128 + SIGPIPE), as for any program in a pipe.
+BROKEN_PIPE_EXIT: Final = 141
 #: Exit code of a process ended by SIGTERM (128 + SIGTERM), what CI runners and shells expect.
 TERMINATED_EXIT: Final = 143
 
@@ -83,17 +85,18 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
     Every subcommand sets ``func`` to its ``execute(args, output) -> int``; without a subcommand
     ``func`` prints the help.
     """
-    from conda_pixi_pack.cli import pack, unpack
+    from conda_pixi_pack.cli import inspect, pack, unpack
 
     if not parser.description:
         parser.description = DESCRIPTION
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     parser.set_defaults(func=_PrintHelp(parser))
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (pack, unpack):
+    for module in (pack, unpack, inspect):
         sub = commands.add_parser(module.NAME, help=module.SUMMARY, description=module.SUMMARY)
         module.configure_parser(sub, conda=conda)
-        sub.set_defaults(func=module.execute)
+        # the parser that reports flags it does not know (see parse)
+        sub.set_defaults(func=module.execute, command_parser=sub)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -104,6 +107,18 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.set_defaults(json=False, verbosity=0, quiet=False)
     configure_parser(parser)
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that flags nobody knows are reported by the subcommand
+    they were given to, with its usage (``unpack --bogus`` shows how to call ``unpack``), as its
+    other usage errors are; argparse would report them with the top-level usage."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        (getattr(args, "command_parser", None) or parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
+    return args
 
 
 @contextmanager
@@ -148,7 +163,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser(prog).parse_args(argv)
+        args = parse(build_parser(prog), argv)
     except _BadFlags as exc:
         if "--json" not in argv:
             argparse.ArgumentParser.error(exc.parser, exc.message)  # argparse's own text; exits 2
@@ -164,9 +179,23 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             return report_error(exc, output, _exit_code(exc.exit_code, signals), str(exc))
         except KeyboardInterrupt as exc:
             return report_error(exc, output, _exit_code(INTERRUPTED_EXIT, signals), "interrupted")
+        except BrokenPipeError:
+            # whoever read our stdout (`inspect ... | head`) has gone: nothing more to say there
+            _silence_stdout()
+            return BROKEN_PIPE_EXIT
         except Exception as exc:
             line = f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback; please report it)"
             return report_error(exc, output, _exit_code(1, signals), line)
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so that the final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no stdout at all: nothing to flush either
+        pass
 
 
 def _exit_code(code: int, signals: Signals) -> int:
@@ -202,13 +231,14 @@ def report_error(exc: BaseException, output: Output, code: int, line: str) -> in
     """Render one error the standalone way and return ``code``.
 
     With ``--json`` the object has conda's shape (``error``, ``exception_name``,
-    ``exception_type``, ``message``) plus ``hint``, so scripts parse both worlds alike.
+    ``exception_type``, ``message``) plus ``hint``, so scripts parse both worlds alike; the message
+    is only the message, the hint only the hint.
     """
     if output.verbosity:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     if output.json:
         name = type(exc).__name__
-        message = str(exc) if isinstance(exc, PackError) else line
+        message = exc.message if isinstance(exc, PackError) else line  # the hint has its own key
         document = {
             "error": f"{name}: {message}",
             "exception_name": name,

@@ -18,6 +18,7 @@ from conda_pixi_pack.errors import PackError
 
 if TYPE_CHECKING:
     from conda_pixi_pack.pack.pipeline import PackOptions
+    from conda_pixi_pack.pack.sources import Source
 
 #: Subcommand name.
 NAME: Final = "pack"
@@ -73,6 +74,41 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
         "--environment",
         default="default",
         help="Environment of the lock to pack (default: %(default)s).",
+    )
+    sources = parser.add_argument_group(
+        "Other sources", "Instead of a lock: an installed environment, or an @EXPLICIT list."
+    )
+    sources.add_argument(
+        "-n",
+        "--name",
+        metavar="ENVIRONMENT",
+        help="Pack the installed conda environment of that name (needs conda to find it).",
+    )
+    sources.add_argument(
+        "--prefix",
+        type=path_argument,
+        metavar="PATH",
+        help="Pack the installed conda environment at PATH (conda, mamba, micromamba, pixi or unpack "
+        "made it). -p stays --platform, as in pixi-pack.",
+    )
+    sources.add_argument(
+        "--from-explicit",
+        type=path_argument,
+        metavar="FILE",
+        help="Pack the packages of an @EXPLICIT list (`conda list --explicit --sha256`, "
+        "`conda-lock render --kind explicit`).",
+    )
+    parser.add_argument(
+        "--category",
+        action="append",
+        metavar="NAME",
+        help="conda-lock files: a category to pack (repeatable; default: main, as conda-lock install).",
+    )
+    parser.add_argument(
+        "--ignore-missing",
+        action="store_true",
+        help="Leave out, with a warning, what cannot be packed exactly (no URL, no checksum, a local "
+        "file that is gone, a pip-installed distribution without its wheel) instead of refusing.",
     )
     parser.add_argument(
         "-p",
@@ -142,14 +178,13 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
         metavar="FILE",
         help="pixi/rattler config TOML: mirrors, S3 options, concurrency.downloads.",
     )
-    add_output_options(parser, conda=conda, prompt=False)
+    add_output_options(parser, conda=conda, prompt=True)
 
 
 def options_from_args(args: argparse.Namespace) -> PackOptions:
     """The one place flags become :class:`PackOptions` (tested flag by flag)."""
     from conda_pixi_pack.pack.output import OutputMode
     from conda_pixi_pack.pack.pipeline import PackOptions
-    from conda_pixi_pack.pack.sources.lockfile import LockSource
     from conda_pixi_pack.pack.unpacker import UnpackerSource
 
     _check_flags(args)
@@ -164,14 +199,11 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
         output: Path | None = Path(DEFAULT_DIRECTORY if args.directory_only else DEFAULT_ARCHIVE)
     else:
         output = None if to_stdout or args.output is None else path_argument(args.output)
-    source = LockSource(environment=args.environment, ignore_pypi_non_wheel=args.ignore_pypi_non_wheel)
-    if args.manifest is not None:
-        source = replace(source, manifest=args.manifest)
     unpacker = None
     if args.unpacker_source is not None:
         unpacker = UnpackerSource(args.unpacker_source, args.unpacker_sha256)
     return PackOptions(
-        source=source,
+        source=_source(args),
         platform=args.platform,
         mode=mode,
         output=output,
@@ -182,7 +214,35 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
         auth_file=args.auth_file,
         config_file=args.config_file,
         unpacker=unpacker,
+        ignore_missing=args.ignore_missing,
+        dry_run=bool(args.dry_run),
     )
+
+
+def _source(args: argparse.Namespace) -> Source:
+    """Where the packages are listed: an installed environment, an @EXPLICIT list, or a lock."""
+    from conda_pixi_pack.pack.sources.explicit import ExplicitSource
+    from conda_pixi_pack.pack.sources.lockfile import LockSource
+    from conda_pixi_pack.pack.sources.prefix import PrefixSource
+
+    named = (("MANIFEST", args.manifest), ("-n/--name", args.name), ("--prefix", args.prefix))
+    given = [flag for flag, value in (*named, ("--from-explicit", args.from_explicit)) if value is not None]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} name two sources", "give one thing to pack")
+    if args.category and (args.name or args.prefix or args.from_explicit):
+        raise UsageError("--category applies to conda-lock files", "drop --category")
+    if args.name is not None or args.prefix is not None:
+        if args.name is not None and not args.name.strip():
+            raise UsageError("-n/--name is empty", "give the environment's name, or its folder with --prefix")
+        return PrefixSource(prefix=args.prefix, name=args.name)
+    if args.from_explicit is not None:
+        return ExplicitSource(args.from_explicit)
+    source = LockSource(
+        environment=args.environment,
+        ignore_pypi_non_wheel=args.ignore_pypi_non_wheel,
+        categories=tuple(args.category or ()),
+    )
+    return replace(source, manifest=args.manifest) if args.manifest is not None else source
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -230,7 +290,11 @@ def execute(args: argparse.Namespace, output: Output | None = None) -> int:
     to_stdout = options.mode is OutputMode.STREAM
     if to_stdout and sys.stdout is None:
         raise PackError("standard output is closed", "give -o FILE, or run with stdout open")
-    if (to_stdout or names_descriptor(args.output, STDOUT_FD)) and os.isatty(STDOUT_FD):
+    if (
+        not options.dry_run
+        and (to_stdout or names_descriptor(args.output, STDOUT_FD))
+        and os.isatty(STDOUT_FD)
+    ):
         raise PackError(
             "refusing to write the pack (a tar) to a terminal",
             "redirect stdout to a file or a pipe, or give -o FILE",

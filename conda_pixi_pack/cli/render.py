@@ -26,12 +26,20 @@ if TYPE_CHECKING:
 
     from conda_pixi_pack.cli.options import Output
     from conda_pixi_pack.pack.pipeline import PackResult
+    from conda_pixi_pack.unpack.inspect import Inspection
     from conda_pixi_pack.unpack.pipeline import UnpackResult
 
 #: The unit the core uses for byte counts; shown as sizes with a transfer speed.
 BYTES: Final = "B"
 #: Prefix of a warning line (shown even with ``-q``).
 WARNING_PREFIX: Final = "warning:"
+#: How the summary says where files came from (``PackResult.sources``).
+ORIGINS: Final = {
+    "download": "downloaded",
+    "cache": "from --use-cache",
+    "package cache": "from conda's package cache",
+    "local file": "from local files",
+}
 #: How each activation script is loaded into the current shell, by its extension.
 ACTIVATE_COMMANDS: Final = {".ps1": ". {}", ".bat": "call {}"}
 
@@ -273,19 +281,57 @@ def _jsonable(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def print_json(result: PackResult | UnpackResult) -> None:
+def print_json(result: PackResult | UnpackResult | Inspection) -> None:
     """The result dataclass as one JSON object on stdout (paths as strings)."""
-    document = dataclasses.asdict(result)
+    internal = {f.name for f in dataclasses.fields(result) if f.metadata.get("internal")}
+    document = {k: v for k, v in dataclasses.asdict(result).items() if k not in internal}
     print(json.dumps(document, indent=2, default=_jsonable), flush=True)
 
 
 def render_pack_result(result: PackResult, reporter: ConsoleReporter) -> None:
-    """``Packed 12 conda packages and 2 wheels for linux-64 into environment.tar (34.5 MB)``."""
-    where = "stdout" if result.output is None else str(result.output)
-    reporter.result(
-        f"Packed {plural(result.conda_packages, 'conda package')} and {plural(result.wheels, 'wheel')} "
-        f"for {result.platform} into {where} ({decimal(result.size)})"
-    )
+    """``Packed 12 conda packages and 2 wheels for linux-64 into environment.tar (34.5 MB)``, where
+    the files came from, and what was left out; a dry run lists every file on stdout instead."""
+    counts = f"{plural(result.conda_packages, 'conda package')} and {plural(result.wheels, 'wheel')}"
+    named = {**ORIGINS, "download": "to download"} if result.dry_run else ORIGINS
+    origins = ", ".join(f"{count} {named.get(origin, origin)}" for origin, count in result.sources.items())
+    origins = f"; {origins}" if origins else ""
+    if result.dry_run:
+        _columns_out(
+            [
+                ("file", "from", "size"),
+                *((f.path, f"{f.origin}: {f.location}", _size(f.size)) for f in result.files),
+            ]
+        )
+        reporter.result(
+            f"Dry run: would pack {counts} for {result.platform} ({_dry_run_total(result)}{origins}); "
+            "nothing was fetched or written"
+        )
+    else:
+        where = "stdout" if result.output is None else str(result.output)
+        reporter.result(
+            f"Packed {counts} for {result.platform} into {where} ({decimal(result.size)}{origins})"
+        )
+    if result.skipped:
+        reporter.warn(f"left out {plural(len(result.skipped), 'package')}: " + "; ".join(result.skipped))
+
+
+def _size(size: int | None) -> str:
+    return decimal(size) if size is not None else "size unknown"
+
+
+def _dry_run_total(result: PackResult) -> str:
+    """The total, honest about files whose size the source does not give (conda-lock v1 has none)."""
+    unknown = sum(1 for f in result.files if f.size is None)
+    if not unknown:
+        return decimal(result.size)
+    if unknown == len(result.files):
+        return "size unknown until fetched"
+    return f"{decimal(result.size)} and {plural(unknown, 'file')} of unknown size"
+
+
+def _columns_out(rows: list[tuple[str, ...]]) -> None:
+    sys.stdout.write("\n".join(_columns(rows)) + "\n")
+    sys.stdout.flush()
 
 
 def activate_command(script: PurePath) -> str:
@@ -313,3 +359,39 @@ def render_unpack_result(result: UnpackResult, reporter: ConsoleReporter, name: 
         reporter.result(f"Activate it with: {activate_command(result.activation_script)}")
     if name:
         reporter.result(f"or, in a conda shell: conda activate {name}")
+
+
+def render_inspection(inspection: Inspection) -> None:
+    """The report of ``inspect`` on stdout: what the pack is, its packages and wheels in aligned
+    columns, and every way to unpack it."""
+    packages = inspection.packages
+    lines = [
+        f"Pack:       {inspection.pack} ({inspection.kind}, {decimal(inspection.size)})",
+        (
+            f"Format:     pixi-pack format {inspection.format_version}, for {inspection.platform}, "
+            f"written by {inspection.written_by}"
+        ),
+        (
+            f"Contents:   {plural(len(packages), 'conda package')} "
+            f"({decimal(sum(p.size for p in packages))}), {plural(len(inspection.wheels), 'wheel')}"
+        ),
+    ]
+    if inspection.verified is not None:
+        lines.append(f"Verified:   {inspection.verified}")
+    rows = [("name", "version", "build", "channel", "size")]
+    rows += [(p.name, p.version, p.build, p.channel or "-", decimal(p.size)) for p in packages]
+    lines += ["", *_columns(rows)]
+    if inspection.wheels:
+        lines += ["", *_columns([("wheel", "size"), *((w.file, decimal(w.size)) for w in inspection.wheels)])]
+    if inspection.extra_files:
+        lines += ["", "Other files (ignored when unpacking): " + ", ".join(inspection.extra_files)]
+    lines += ["", "Unpack with:"]
+    lines += _columns([(f"  {path.command}", f"needs {path.needs}") for path in inspection.unpack_paths])
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """``rows`` as left-aligned columns two spaces apart (the last one not padded)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows]

@@ -46,8 +46,8 @@ def configure_parser(parser: argparse.ArgumentParser, *, conda: bool = False) ->
         nargs="?",
         default=None,
         metavar="PACK",
-        help=f"The pack: a tar, a folder made by pack --directory-only, or '{STDIN}' for a tar on "
-        f"stdin (default: ./{DEFAULT_PACK}).",
+        help="The pack: a tar, a folder made by pack --directory-only, a self-extracting .sh/.ps1 pack "
+        f"(ours or pixi-pack's), or '{STDIN}' for one of them on stdin (default: ./{DEFAULT_PACK}).",
     )
     parser.add_argument(
         "-o",

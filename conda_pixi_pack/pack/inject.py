@@ -13,13 +13,13 @@ skipped) with two differences, both reported in the README:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from conda_pixi_pack.artifacts import file_digests
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.format import CONDA_SUFFIX, NOARCH, TAR_BZ2_SUFFIX, WHEEL_SUFFIX
 
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 #: Dependencies on these are provided by the system (``__glibc``, ``__unix``…), not by packages.
 VIRTUAL_PREFIX: Final = "__"
-#: Block size for hashing an injected archive without reading it whole.
-HASH_BLOCK: Final = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -84,19 +82,9 @@ def _label(record: Mapping[str, Any]) -> str:
     return f"{record['name']}={record['version']}={record['build']}"
 
 
-def _digests(path: Path) -> tuple[str, str]:
-    """(md5, sha256) in one streamed pass: rattler's archive reader gives sha256 but no md5."""
-    md5 = hashlib.md5(usedforsecurity=False)
-    sha256 = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(HASH_BLOCK):
-            md5.update(block)
-            sha256.update(block)
-    return md5.hexdigest(), sha256.hexdigest()
-
-
-def read_conda(path: Path) -> InjectedConda:
-    """Read the record of a local ``.conda``/``.tar.bz2``; raises PackError if it is not one."""
+def archive_record(path: Path, hint: str) -> dict[str, Any]:
+    """The repodata record of a local ``.conda``/``.tar.bz2`` (its ``info/index.json``, with its
+    size, md5 and sha256); raises PackError, with ``hint``, if it is not a package."""
     import asyncio  # here, not at the top: ~20 ms that a pack without --inject need not pay
 
     from rattler import RepoDataRecord
@@ -104,22 +92,30 @@ def read_conda(path: Path) -> InjectedConda:
     try:
         record_obj = asyncio.run(RepoDataRecord.from_package_archive(path))
     except Exception as exc:  # rattler raises its own exception types for every archive error
-        raise PackError(
-            f"cannot inject {path.name}: not a readable conda package ({exc})",
-            "give a .conda or .tar.bz2 file built by conda-build, rattler-build or pixi",
-        ) from None
+        raise PackError(f"{path.name}: not a readable conda package ({exc})", hint) from None
     record: dict[str, Any] = json.loads(record_obj.to_json())
-    md5, sha256 = _digests(path)
+    md5, sha256 = file_digests(path)  # rattler's reader gives sha256 but no md5
     record["md5"] = md5
     record["sha256"] = sha256
     record["size"] = path.stat().st_size
+    for key in ("url", "channel"):
+        record.pop(key, None)
+    return record
+
+
+def read_conda(path: Path) -> InjectedConda:
+    """Read the record of a local ``.conda``/``.tar.bz2``; raises PackError if it is not one."""
+    try:
+        record = archive_record(
+            path, "give a .conda or .tar.bz2 file built by conda-build, rattler-build or pixi"
+        )
+    except PackError as exc:
+        raise PackError(f"cannot inject {exc.message}", exc.hint) from None
     suffix = CONDA_SUFFIX if path.name.endswith(CONDA_SUFFIX) else TAR_BZ2_SUFFIX
     # Stored under its canonical name whatever the local file is called: conda and
     # pixi-unpack key packages by ``name-version-build``.
     file_name = f"{record['name']}-{record['version']}-{record['build']}{suffix}"
     record["fn"] = file_name
-    for key in ("url", "channel"):
-        record.pop(key, None)
     return InjectedConda(path, str(record["subdir"]), file_name, record)
 
 

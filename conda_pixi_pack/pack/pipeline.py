@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -22,7 +22,7 @@ from conda_pixi_pack import __version__
 from conda_pixi_pack import format as layout
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.fileio import remove_uninterrupted
-from conda_pixi_pack.pack import cache, download, inject, unpacker
+from conda_pixi_pack.pack import cache, download, inject, package_caches, supply, unpacker
 from conda_pixi_pack.pack.output import OutputMode, default_output, file_url_path, plan_output
 from conda_pixi_pack.pack.sources.lockfile import LockSource
 from conda_pixi_pack.pack.urls import public_url
@@ -67,6 +67,22 @@ class PackOptions:
     config_file: Path | None = None
     #: The installer a self-extracting pack embeds (``--unpacker-source``, ``--unpacker-sha256``).
     unpacker: UnpackerSource | None = None
+    #: Leave out (with a warning) what the source lists but cannot be packed exactly, instead of
+    #: refusing to pack.
+    ignore_missing: bool = False
+    #: Say what would be packed and where each file would come from; fetch and write nothing.
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file of the pack, as ``--dry-run`` shows it."""
+
+    path: str
+    label: str
+    origin: str
+    location: str
+    size: int | None
 
 
 @dataclass
@@ -76,8 +92,15 @@ class PackResult:
     output: Path | None  # None when written to stdout
     conda_packages: int
     wheels: int
-    size: int  # bytes of the archive (or of the folder's files)
+    size: int  # bytes of the archive (or of the folder's files); with dry_run, of the packages
     platform: str
+    #: How many files came from each place: ``cache``, ``package cache``, ``download``, ``local file``.
+    sources: dict[str, int] = field(default_factory=dict)
+    #: What the source listed but could not be packed exactly (left out with ``ignore_missing``).
+    skipped: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    #: With ``dry_run``: every file, and where it would come from.
+    files: list[PlannedFile] = field(default_factory=list)
 
 
 def pack(options: PackOptions, reporter: Reporter | None = None) -> PackResult:
@@ -101,8 +124,64 @@ def _pack(options: PackOptions, output: Output, reporter: Reporter) -> PackResul
     if options.cache_dir is not None:
         cache.check_folder(options.cache_dir)
     env = options.source.load(options.platform, reporter)
-    output.refuse_overlap(_inputs(env, options), options.cache_dir)
-    # Injected files are read and checked before anything is downloaded: a misfit fails fast.
+    skipped = _missing(env, options, reporter)
+    if not options.dry_run:
+        output.refuse_overlap(_inputs(env, options), options.cache_dir)
+    injection, conda, wheels = _with_injections(env, options, reporter)
+    supplies = supply.plan(
+        [(c.artifact, c.local_copies) for c in conda] + [(w.artifact, ()) for w in wheels],
+        options.cache_dir,
+        package_cache_dirs=package_caches.package_cache_dirs(),
+    )
+    result = PackResult(
+        output=output.target,
+        conda_packages=len(conda) + len(injection.conda),
+        wheels=len(wheels) + len(injection.wheels),
+        size=0,
+        platform=env.platform,
+        sources=supply.counts(supplies),
+        skipped=skipped,
+        dry_run=options.dry_run,
+    )
+    _check_local_files(conda)
+    if options.dry_run:
+        result.files = [_planned(s) for s in supplies]
+        result.size = sum(s.artifact.size or 0 for s in supplies)
+        return result
+    staging = output.make_staging()
+    try:
+        root = staging / PACK_DIR
+        conda = _fetch(root, conda, wheels, supplies, options, reporter)
+        inject.copy_into(root, layout.CHANNEL_DIR, layout.PYPI_DIR, injection)
+        _write_format_files(root, env.platform, conda, wheels, injection)
+        facts = _facts(env.platform, conda, wheels, injection, options, staging / UNPACKER_DIR, reporter)
+        result.size = output.write(root, reporter, facts)
+    finally:
+        _remove_staging(staging)
+    return result
+
+
+def _missing(env: LockedEnvironment, options: PackOptions, reporter: Reporter) -> list[str]:
+    """What cannot be packed exactly: an error naming all of it, or (``ignore_missing``) left out
+    with a warning each."""
+    if not env.missing:
+        return []
+    if not options.ignore_missing:
+        raise PackError(
+            f"{plural(len(env.missing), 'package')} cannot be packed exactly: "
+            + "; ".join(str(m) for m in env.missing),
+            "pack the rest with --ignore-missing (these are left out, and named in the summary)",
+        )
+    for missing in env.missing:
+        reporter.warn(f"left out {missing}")
+    return [str(m) for m in env.missing]
+
+
+def _with_injections(
+    env: LockedEnvironment, options: PackOptions, reporter: Reporter
+) -> tuple[inject.Injection, list[LockedConda], list[LockedWheel]]:
+    """The ``--inject`` files, read and checked before anything is downloaded (a misfit fails
+    fast), and the locked packages they leave in place."""
     injection = inject.read_injections(options.inject, env.platform)
     # Source packages (`pixi build`) cannot be downloaded: each needs a built package injected.
     unbuilt = [name for name in env.source_packages if name not in injection.conda_names]
@@ -114,23 +193,33 @@ def _pack(options: PackOptions, output: Output, reporter: Reporter) -> PackResul
     conda, wheels = inject.without_replaced(env.conda, env.wheels, injection, reporter)
     if injection.conda:
         inject.check_fits([c.record for c in conda], [c.record for c in injection.conda], reporter)
-    staging = output.make_staging()
-    try:
-        root = staging / PACK_DIR
-        _fetch(root, conda, wheels, options, reporter)
-        inject.copy_into(root, layout.CHANNEL_DIR, layout.PYPI_DIR, injection)
-        _write_format_files(root, env.platform, conda, wheels, injection)
-        facts = _facts(env.platform, conda, wheels, injection, options, staging / UNPACKER_DIR, reporter)
-        size = output.write(root, reporter, facts)
-    finally:
-        _remove_staging(staging)
-    return PackResult(
-        output=output.target,
-        conda_packages=len(conda) + len(injection.conda),
-        wheels=len(wheels) + len(injection.wheels),
-        size=size,
-        platform=env.platform,
-    )
+    return injection, conda, wheels
+
+
+def _check_local_files(conda: list[LockedConda]) -> None:
+    """A package named by a local path or ``file://`` URL must be there: said now, before anything
+    is downloaded, with a hint that matches how the source names it."""
+    for item in conda:
+        if urlsplit(item.artifact.url).scheme.lower() != "file":
+            continue
+        path = file_url_path(item.artifact.url)
+        if path.exists() or any(copy.is_file() for copy in item.local_copies):
+            continue
+        if "://" in item.url:
+            how = f"it is named by the URL {public_url(item.url)}"
+        elif os.path.isabs(item.url):
+            how = f"it is named by the absolute path {item.url}"
+        else:
+            how = f"the lock names it by {item.url}, relative to the lock"
+        raise PackError(
+            f"{item.artifact.label}: {path} does not exist", f"{how}; put the file back, or lock again"
+        )
+
+
+def _planned(item: supply.Supply) -> PlannedFile:
+    artifact = item.artifact
+    location = str(item.path) if item.path is not None else public_url(artifact.url)
+    return PlannedFile(artifact.relative_path, artifact.label, item.origin, location, artifact.size)
 
 
 def _facts(
@@ -180,14 +269,22 @@ def _remove_staging(staging: Path) -> None:
 
 
 def _fetch(
-    root: Path, conda: list[LockedConda], wheels: list[LockedWheel], options: PackOptions, reporter: Reporter
-) -> None:
-    """Download (or take from the cache) every package and wheel into its place below ``root``."""
-    artifacts = [c.artifact for c in conda] + [w.artifact for w in wheels]
-    reporter.info(f"Fetching {plural(len(conda), 'conda package')} and {plural(len(wheels), 'wheel')}")
+    root: Path,
+    conda: list[LockedConda],
+    wheels: list[LockedWheel],
+    supplies: list[supply.Supply],
+    options: PackOptions,
+    reporter: Reporter,
+) -> list[LockedConda]:
+    """Put every package and wheel into its place below ``root``; returns the conda packages with
+    the records of those whose record the archive itself completes (an ``@EXPLICIT`` line)."""
+    reporter.info(
+        f"Fetching {plural(len(conda), 'conda package')} and {plural(len(wheels), 'wheel')} "
+        f"({', '.join(f'{n} from {o}' for o, n in supply.counts(supplies).items())})"
+    )
     fetch_root = root / FETCH_DIR
-    fetched = download.fetch_all(
-        artifacts,
+    fetched = supply.fetch(
+        supplies,
         fetch_root,
         network=download.NetworkSettings(auth_file=options.auth_file, config_file=options.config_file),
         cache_dir=options.cache_dir,
@@ -199,6 +296,24 @@ def _fetch(
     for wheel in wheels:
         _place(fetched, wheel.artifact, fetch_root, root / layout.PYPI_DIR / wheel.file_name)
     shutil.rmtree(fetch_root, ignore_errors=True)
+    return [_completed(item, channel / item.subdir / item.file_name) for item in conda]
+
+
+def _completed(item: LockedConda, archive: Path) -> LockedConda:
+    """``item`` with the record its archive gives (``info/index.json``, size and checksums) where
+    the source only knew what the URL says; the archive must be the package the URL names."""
+    if not item.record_from_archive:
+        return item
+    record = inject.archive_record(archive, f"the list names {item.url}; check that URL")
+    record["fn"] = item.file_name
+    named = tuple(str(item.record[k]) for k in ("name", "version", "build"))
+    found = tuple(str(record[k]) for k in ("name", "version", "build"))
+    if named != found:
+        raise PackError(
+            f"{item.url} holds {'-'.join(found)}, not the {'-'.join(named)} its name says",
+            "check the URL in the list",
+        )
+    return replace(item, record=record, record_from_archive=False)
 
 
 def _write_format_files(

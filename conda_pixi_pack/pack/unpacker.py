@@ -11,16 +11,14 @@ downloaded, except what only the download itself can tell.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote, urlsplit
 
-from conda_pixi_pack.artifacts import Artifact
+from conda_pixi_pack.artifacts import Artifact, file_digests
 from conda_pixi_pack.errors import PackError
-from conda_pixi_pack.fileio import CHUNK_SIZE
 from conda_pixi_pack.format import CONDA_SUFFIX, TAR_BZ2_SUFFIX
 from conda_pixi_pack.pack.writers.executable import Unpacker
 
@@ -111,7 +109,7 @@ def resolve(
     else:
         path = Path(source.location).expanduser()
         if source.sha256 is not None:
-            actual = _sha256(path)
+            actual = file_digests(path)[1]
             if actual != source.sha256.lower():
                 raise PackError(
                     f"--unpacker-source {source.location} does not match --unpacker-sha256: "
@@ -204,14 +202,6 @@ def program_platform(path: Path) -> str | None:
 def _fits(found: str, platform: str) -> bool:
     """A program for ``found`` runs on ``platform`` (a universal macOS one on every macOS)."""
     return found == platform or (found == "osx-universal" and platform.startswith("osx-"))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK_SIZE):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_hex(text: str) -> bool:

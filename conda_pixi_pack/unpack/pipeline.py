@@ -40,7 +40,7 @@ from conda_pixi_pack.unpack.target import (
     resolve_prefix,
     rmtree,
 )
-from conda_pixi_pack.unpack.validate import PackageDigests, validate_pack
+from conda_pixi_pack.unpack.validate import PackageDigests, check_metadata, require_python, validate_pack
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -167,6 +167,8 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
     """
     reporter = reporter or Reporter()
     plan = _plan(options)
+    if options.dry_run:
+        return _dry_run(options, plan, reporter)
     undo = _Undo()
     try:
         pack = _open_and_validate(options, plan, undo, reporter)
@@ -177,15 +179,13 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
             conda_packages=sorted(conda_spec(p.record) for p in pack.packages),
             wheels=[w.name for w in pack.wheels],
             activation_script=None,
-            dry_run=options.dry_run,
             replaced=plan.replace,
             pack_tool_version=pack.metadata.tool_version,
         )
-        if not options.dry_run:
-            _install(plan, pack, undo, options, reporter)
-            result.activation_script = _activate(plan, undo, reporter)
-            if undo.swap is not None:
-                undo.swap.commit(reporter)
+        _install(plan, pack, undo, options, reporter)
+        result.activation_script = _activate(plan, undo, reporter)
+        if undo.swap is not None:
+            undo.swap.commit(reporter)
         undo.cleanup(reporter)
         return result
     except BaseException as exc:
@@ -197,12 +197,37 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
         raise _failure(exc) from exc
 
 
+def _dry_run(options: UnpackOptions, plan: _Plan, reporter: Reporter) -> UnpackResult:
+    """Read the pack through once, as ``inspect --verify`` does (every checksum, every wheel's
+    RECORD, the platform), and say what would be installed: nothing is written, not even a
+    temporary file, so a dry run works where nothing can be written."""
+    from conda_pixi_pack.unpack.inspect import inspect_pack
+
+    inspection = inspect_pack(
+        sys.stdin.buffer if options.from_stdin else options.source, verify=True, reporter=reporter
+    )
+    assert inspection.metadata is not None  # inspect_pack refuses a pack without one
+    check_metadata(inspection.metadata, plan.platform, reporter)
+    require_python(len(inspection.wheels), {p.name for p in inspection.packages})
+    return UnpackResult(
+        prefix=plan.prefix,
+        installer=plan.installer.name,
+        platform=plan.platform,
+        conda_packages=sorted(f"{p.name}={p.version}={p.build}" for p in inspection.packages),
+        wheels=[w.file for w in inspection.wheels],
+        activation_script=None,
+        dry_run=True,
+        replaced=plan.replace,
+        pack_tool_version=inspection.metadata.tool_version,
+    )
+
+
 def _failure(exc: Exception) -> PackError:
     """An error of the file system or of a backend (conda's own types, say), as one line."""
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         return PackError(f"unpacking failed: {exc.strerror or exc}{where}")
-    return PackError(f"unpacking failed: {exc}")
+    return PackError(f"unpacking failed: {exc}", "nothing was installed; run with -v for the details")
 
 
 def _plan(options: UnpackOptions) -> _Plan:
@@ -220,12 +245,16 @@ def _plan(options: UnpackOptions) -> _Plan:
     )
     check_quotable(prefix, shell)
     replace = check_prefix(prefix, force=options.force)
+    output_directory = Path(os.path.abspath(options.output_directory))
+    if not options.dry_run:
+        for folder, what in ((prefix.parent, "the environment"), (output_directory, "the activation script")):
+            _check_writable(folder, what)
     return _Plan(
         platform=platform,
         shell=shell,
         installer=installer,
         prefix=prefix,
-        output_directory=Path(os.path.abspath(options.output_directory)),
+        output_directory=output_directory,
         replace=replace,
         # decided now, before any folder is made (-o may lie inside the new prefix)
         existed_empty=prefix.is_dir() and not replace,
@@ -234,11 +263,8 @@ def _plan(options: UnpackOptions) -> _Plan:
 
 def _open_and_validate(options: UnpackOptions, plan: _Plan, undo: _Undo, reporter: Reporter) -> ValidatedPack:
     """The pack, extracted into a private folder beside the prefix (or used in place) and checked."""
-    if options.dry_run:
-        work_parent = plan.prefix.parent if plan.prefix.parent.is_dir() else Path(tempfile.gettempdir())
-    else:
-        undo.created_dirs += make_dirs(plan.prefix.parent)
-        work_parent = plan.prefix.parent
+    undo.created_dirs += make_dirs(plan.prefix.parent)
+    work_parent = plan.prefix.parent
     # Packages are hashed while the rest of the tar is extracted; leaving the block stops and
     # joins the hashing threads, so none outlives validation (or reads during a rollback).
     with PackageDigests() as digests:
@@ -254,7 +280,7 @@ def _open_and_validate(options: UnpackOptions, plan: _Plan, undo: _Undo, reporte
         if plan.replace and (resolved == prefix or prefix in resolved.parents):
             raise PackError(f"the pack {root} is inside the environment {plan.prefix} it would replace")
         return validate_pack(
-            root, reporter, platform=plan.platform, digests=digests, extents=extents, defer_checksums=defer
+            root, reporter, platform=plan.platform, digests=digests, extents=extents, defer_checksums=leave
         )
 
 
@@ -331,6 +357,18 @@ def _activate(plan: _Plan, undo: _Undo, reporter: Reporter) -> Path:
         reporter.warn(f"replaced the existing {script}; it now activates {plan.prefix}")
     undo.script = script
     return script
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Refuse, before anything is made, a place where nothing can be written (a read-only file
+    system, a folder of someone else's): the unpack would fail half-way."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    # a file in the way is make_dirs' to name
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise PackError(
+            f"cannot write {what} into {folder}: {existing} is not writable",
+            "choose another folder with -o (or -p)",
+        )
 
 
 def _check_pkgs_dir(pkgs_dir: Path) -> None:

@@ -124,6 +124,12 @@ class PackageDigests:
 
 def _check_metadata(root: Path, platform: str, reporter: Reporter) -> PackMetadata:
     metadata = read_metadata(root)
+    check_metadata(metadata, platform, reporter)
+    return metadata
+
+
+def check_metadata(metadata: PackMetadata, platform: str, reporter: Reporter) -> None:
+    """Refuse a pack for another platform; say when another tool (or version) wrote it."""
     if metadata.platform != platform:
         shown = metadata.platform if metadata.platform.isprintable() else repr(metadata.platform)
         raise PackError(
@@ -144,7 +150,6 @@ def _check_metadata(root: Path, platform: str, reporter: Reporter) -> PackMetada
             f"the pack was written by conda-pixi-pack {metadata.writer_version}, "
             f"this is {__version__}; unpacking anyway"
         )
-    return metadata
 
 
 def _safe_file_name(subdir: str, file_name: str) -> None:
@@ -228,15 +233,19 @@ def _collect_packages(
     return packages
 
 
+def require_python(wheels: int, names: set[str]) -> None:
+    """Wheels need a python package to be installed into (pixi-unpack requires one too)."""
+    if wheels and "python" not in names:
+        raise PackError(
+            f"the pack holds {wheels} wheel(s) in {PYPI_DIR}/ but no python package to install them into",
+            "add python to the environment, then pack it again",
+        )
+
+
 def _collect_wheels(root: Path, packages: list[PackedPackage]) -> list[Path]:
     pypi = root / PYPI_DIR
     wheels = sorted(p for p in pypi.glob(f"*{WHEEL_SUFFIX}") if p.is_file()) if pypi.is_dir() else []
-    if wheels and not any(p.record.get("name") == "python" for p in packages):
-        raise PackError(
-            f"the pack holds {len(wheels)} wheel(s) in {PYPI_DIR}/ "
-            "but no python package to install them into",
-            "add python to the environment, then pack it again",
-        )
+    require_python(len(wheels), {str(p.record.get("name")) for p in packages})
     from conda_pixi_pack.unpack.install.wheels import check_wheel
 
     for wheel in wheels:
@@ -264,7 +273,9 @@ def validate_pack(
     packages = _collect_packages(root, metadata, extents or {}, defer_checksums=defer_checksums)
     wheels = _collect_wheels(root, packages)
     total = sum(int(p.record.get("size") or 0) for p in packages)
-    task = reporter.task("Verifying packages", total or None, "B")
+    # Deferred checksums are checked while the installer extracts: this stage must not claim them.
+    deferred = any(p.checksum_deferred for p in packages)
+    task = reporter.task("Checking packages" if deferred else "Verifying packages", total or None, "B")
     try:
         with ThreadPoolExecutor(HASH_WORKERS) as pool:
             # list() re-raises the first failure; the pool waits for the others before leaving.

@@ -45,7 +45,8 @@ LAUNCHERS: Final = {
 }
 #: Every option of each subcommand, as the user types them (the tests below check each one).
 PACK_FLAGS: Final = (
-    "-m --manifest-file -e --environment -p --platform -o --output-file --directory-only "
+    "-m --manifest-file -e --environment -n --name --prefix --from-explicit --category --ignore-missing "
+    "-p --platform -o --output-file --directory-only -d --dry-run -y --yes "
     "--create-executable --unpacker-source --unpacker-sha256 --use-cache "
     "-i --inject --ignore-pypi-non-wheel --auth-file --config --json -v --verbose -q --quiet"
 ).split()
@@ -328,6 +329,10 @@ def test_yes_is_accepted(tmp_path: Path) -> None:
         (["pack", "-m", "b", "a"], "either as an argument or with -m, not both"),
         (["pack", "--directory-only", "-o", "-"], "--directory-only writes a folder"),
         (["pack", "--json", "-o", "-"], "would both write to stdout"),
+        (["pack", "--create-executable", "-o", "-"], "--create-executable writes a script file"),
+        (["pack", "--create-executable", "--directory-only"], "cannot be combined with --directory-only"),
+        (["pack", "--unpacker-source", "mm.conda"], "--unpacker-source only applies to --create-executable"),
+        (["pack", "--create-executable", "--unpacker-sha256", "a"], "needs --unpacker-source"),
         (["pack", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["unpack", "-n", "a", "-p", "b"], "not allowed with argument"),
         (["unpack", "-e", "x", "-n", "a"], "cannot be combined with -n/--name or -p/--prefix"),
@@ -348,6 +353,10 @@ def test_yes_is_accepted(tmp_path: Path) -> None:
         "manifest-twice-reversed",
         "directory-only-to-stdout",
         "json-and-stdout",
+        "executable-to-stdout",
+        "executable-and-folder",
+        "unpacker-without-executable",
+        "sha256-without-unpacker",
         "unknown-flag",
         "name-and-prefix",
         "env-name-and-name",
@@ -372,6 +381,19 @@ def test_usage_errors_exit_2(argv: list[str], message: str, tmp_path: Path) -> N
     assert "Traceback" not in text(done.stderr)
     if "--json" not in argv:
         assert done.stdout == b""
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [(["unpack", "--bogus"], "unpack"), (["unpack", "-s", "tcsh"], "unpack"), (["pack", "--bogus"], "pack"),
+     (["inspect", "x.tar", "--bogus"], "inspect")],
+    ids=["unpack-unknown-flag", "unpack-bad-choice", "pack-unknown-flag", "inspect-unknown-flag"],
+)  # fmt: skip
+def test_a_subcommands_usage_errors_show_its_own_usage(argv: list[str], command: str, tmp_path: Path) -> None:
+    """An unknown flag is reported like any other usage error of the subcommand it was given to."""
+    done = run(argv, tmp_path)
+    assert done.returncode == 2
+    assert text(done.stderr).startswith(f"usage: conda-pixi-pack {command} ")
 
 
 def test_unpack_to_stdout_is_one_usage_line(tmp_path: Path) -> None:
@@ -449,6 +471,7 @@ def test_json_error_object_on_stdout(tmp_path: Path) -> None:
     assert "missing-project" in error["message"]
     assert error["error"] == f"PackError: {error['message']}"
     assert error["hint"]
+    assert error["hint"] not in error["message"]  # each says its own part
     assert "Traceback" not in text(done.stderr)
 
 
@@ -676,7 +699,7 @@ def test_wiring_with_a_fake_core(monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
 PACKED_LINE: Final = re.compile(
     r"^Packed (\d+) conda packages? and (\d+) wheels? for linux-64 into (.+) "
-    r"\((\d[\d.]* [kMG]?B|\d+ bytes?)\)$"
+    r"\((\d[\d.]* [kMG]?B|\d+ bytes?)(?:; \d+ downloaded)?\)$"
 )
 
 

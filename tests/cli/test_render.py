@@ -186,10 +186,12 @@ def test_pack_result_line() -> None:
         wheels=1,
         size=34_500_000,
         platform="linux-64",
+        sources={"download": 10, "package cache": 2, "cache": 1},
     )
     render_pack_result(result, reporter)
     assert buffer.getvalue() == (
-        "Packed 12 conda packages and 1 wheel for linux-64 into /tmp/out/environment.tar (34.5 MB)\n"
+        "Packed 12 conda packages and 1 wheel for linux-64 into /tmp/out/environment.tar (34.5 MB; "
+        "10 downloaded, 2 from conda's package cache, 1 from --use-cache)\n"
     )
 
 

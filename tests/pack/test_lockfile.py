@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -97,7 +98,10 @@ def test_invalid_lock_is_one_clear_line(name: str, tmp_path: Path) -> None:
     shutil.copy(REAL_LOCKS / "conda-lockfiles-tests/invalid-lockfiles" / name, tmp_path / "pixi.lock")
     with pytest.raises(PackError) as raised:
         load(tmp_path, "default", "linux-64")
-    assert str(raised.value.message).startswith(f"cannot read {tmp_path / 'pixi.lock'}: ")
+    message = str(raised.value.message)
+    assert message.startswith(f"{tmp_path / 'pixi.lock'} is not a valid lock file: ")
+    # what is wrong, in the format's terms; rattler's own text only as the cause, at the end
+    assert re.search(r": (it has no `\w+` section|its `\w+` is a plain value .*) \(rattler: .*\)$", message)
     assert "\n" not in str(raised.value)
     assert "pixi lock" in raised.value.hint
 
@@ -195,7 +199,10 @@ def test_invalid_conda_lock_given_beside_a_pixi_lock_is_read_itself(
     shutil.copy(REAL_LOCKS / "conda-lockfiles-tests/invalid-lockfiles" / invalid.name, invalid)
     with pytest.raises(PackError) as raised:
         load(invalid, "default", "linux-64")
-    assert raised.value.message == f"cannot read {invalid}: missing field `metadata`"
+    assert raised.value.message == (
+        f"{invalid} is not a valid lock file: it has no `metadata` section "
+        "(rattler: missing field `metadata`)"
+    )
     assert raised.value.hint == "regenerate it with `conda-lock`"
 
 

@@ -136,7 +136,7 @@ def test_pack_contents(
     output = tmp_path / "environment.tar"
     result = run_pack(project, output)
 
-    assert result == PackResult(output, 3, 1, output.stat().st_size, PLATFORM)
+    assert result == PackResult(output, 3, 1, output.stat().st_size, PLATFORM, sources={"download": 4})
     assert members(output) == [
         "channel/",
         "channel/linux-64/",
@@ -803,3 +803,33 @@ def test_folder_packs_from_a_cache_leave_its_entries_alone(
     third = tmp_path / "third.tar"
     run_pack(project, third, cache_dir=cache)
     assert members(third) == listing(tmp_path / "warm")
+
+
+@pytest.mark.parametrize("urls", ["relative", "file"], ids=["relative-path", "absolute-path"])
+def test_a_missing_local_package_is_named_with_how_the_lock_names_it(
+    make_project: Callable[..., Path], sample_channel: Channel, tmp_path: Path, urls: str
+) -> None:
+    """Said before anything is downloaded, with a hint that matches the lock: a path relative to
+    it, or an absolute location."""
+    from tests.conftest import Channel as ChannelType
+    from tests.support.channel import index_channel
+
+    channel = ChannelType(tmp_path / "own")
+    package = channel.add(sample_channel.specs["beta"])
+    index_channel(channel.root)
+    project = make_project(["beta"], channel=channel, urls=urls)
+    package.unlink()
+    with pytest.raises(PackError) as raised:
+        run_pack(project, tmp_path / "environment.tar")
+    assert raised.value.message == f"beta 1.2 h0_0: {package.resolve()} does not exist"
+    if urls == "relative":
+        named = os.path.relpath(package.resolve(), project.resolve())
+        assert (
+            raised.value.hint
+            == f"the lock names it by {named}, relative to the lock; put the file back, or lock again"
+        )
+    else:
+        assert raised.value.hint == (
+            f"it is named by the absolute path {package.resolve()}; put the file back, or lock again"
+        )
+    assert not (tmp_path / "environment.tar").exists()

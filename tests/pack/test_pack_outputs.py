@@ -24,7 +24,6 @@ from conda_pixi_pack.pack.output import OutputMode
 from conda_pixi_pack.pack.pipeline import PackOptions, pack
 from conda_pixi_pack.pack.sources.lockfile import LockSource
 from conda_pixi_pack.pack.writers import folder as folder_writer
-from conda_pixi_pack.pack.writers import tar as archive
 from tests.conftest import Channel
 
 if TYPE_CHECKING:
@@ -265,7 +264,7 @@ def test_an_interrupt_after_the_rename_says_the_pack_is_there(
         real_sync(folder)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(archive, "fsync_dir", interrupted)
+    monkeypatch.setattr(fileio, "fsync_dir", interrupted)
     monkeypatch.setattr(folder_writer, "fsync_dir", interrupted)
     with pytest.raises(UserCancelled, match=f"the pack was already complete at {output}"):
         pack(

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -358,3 +359,31 @@ def test_a_pack_cut_while_its_packages_in_the_cache_are_verified(
     unpack(_options(pack, tmp_path / "first", pkgs_dir=cache))
     _cut_before_seeding(monkeypatch, pack)
     _refused(pack, tmp_path, PackError, "broken pack: it was cut short while being unpacked")
+
+
+def test_a_package_damaged_inside_is_named_as_damaged_after_no_stage_said_done(
+    tmp_path: Path, packages: Callable[..., list[Path]]
+) -> None:
+    """Zeros in the middle of a package make its extraction fail before its hash is complete: the
+    user is told the file does not match its record (what to do about it), and no stage claimed
+    the packages verified before that."""
+    src = make_pack_dir(tmp_path / "src", packages("alpha", "beta"), platform="linux-64")
+    package = next((src / "channel" / "linux-64").glob("alpha-*.conda"))
+    data = bytearray(package.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)
+    package.write_bytes(bytes(data))
+    pack = tar_dir(src, tmp_path / "environment.tar")
+    done = subprocess.run(
+        [sys.executable, "-m", "conda_pixi_pack", "unpack", str(pack), "-o", str(tmp_path / "out"),
+         "--installer", "rattler"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == (
+        "error: broken pack: channel/linux-64/alpha-1.0-h0_0.conda does not match its sha256 in "
+        "repodata.json (the pack is damaged or incomplete; copy or build it again (if pixi-pack wrote "
+        "it with --use-cache, clear that cache first))"
+    )
+    assert not any("Verifying packages: done" in line for line in lines), done.stderr

@@ -7,7 +7,8 @@ and conda-lock files are understood the same way pixi does.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
@@ -15,8 +16,8 @@ from urllib.parse import unquote, urlsplit
 from conda_pixi_pack.artifacts import Artifact
 from conda_pixi_pack.errors import PackError, first_line
 from conda_pixi_pack.format import NOARCH, PYPI_DIR, WHEEL_SUFFIX
-from conda_pixi_pack.pack.sources import LockedConda, LockedEnvironment, LockedWheel
-from conda_pixi_pack.progress import Reporter
+from conda_pixi_pack.pack.sources import LockedConda, LockedEnvironment, LockedWheel, conda_lock
+from conda_pixi_pack.progress import Reporter, plural
 
 if TYPE_CHECKING:
     from rattler import LockFile
@@ -30,6 +31,11 @@ MANIFEST_NAMES: Final = ("pixi.toml", "pyproject.toml")
 #: Suffixes of a lock file given directly instead of a manifest: ``*.lock`` and conda-lock's
 #: ``*.yml``/``*.yaml`` under any name (``myenv.conda-lock.yml``; py-rattler reads that format too).
 LOCK_SUFFIXES: Final = (".lock", ".yml", ".yaml")
+#: Top-level sections every lock of each kind has.
+REQUIRED_KEYS: Final = {
+    "pixi": ("version", "environments", "packages"),
+    "conda-lock": ("version", "metadata", "package"),
+}
 #: URL schemes handed to rattler's client as they are (everything else is a local path).
 REMOTE_SCHEMES: Final = ("http", "https", "s3", "oci", "gcs")
 #: pixi marks direct URL requirements (``pkg @ https://…``) with this prefix in the lock.
@@ -45,10 +51,13 @@ class LockSource:
     environment: str = "default"
     #: Skip PyPI entries that are not wheels (with a warning) instead of refusing them.
     ignore_pypi_non_wheel: bool = False
+    #: conda-lock categories to take (``main``, ``dev``, extras); empty: ``main``, as
+    #: ``conda-lock install`` does. Refused for pixi locks, which have environments instead.
+    categories: tuple[str, ...] = ()
 
     def load(self, platform: str | None, reporter: Reporter) -> LockedEnvironment:
         """The lock's environment for ``platform``; source packages are listed, for ``--inject``."""
-        return load(
+        env = load(
             self.manifest,
             self.environment,
             platform,
@@ -56,6 +65,29 @@ class LockSource:
             reporter=reporter,
             allow_source_packages=True,
         )
+        return self._in_categories(env, reporter)
+
+    def _in_categories(self, env: LockedEnvironment, reporter: Reporter) -> LockedEnvironment:
+        """Only the packages of the chosen conda-lock categories."""
+        lock_path = env.inputs[0][0]
+        text = lock_path.read_text(encoding="utf-8", errors="replace")
+        if not conda_lock.is_conda_lock(text):
+            if self.categories:
+                raise PackError(
+                    f"--category applies to conda-lock files; {lock_path} is a pixi lock",
+                    "choose one of its environments with -e/--environment",
+                )
+            return env
+        wanted = self.categories or conda_lock.DEFAULT_CATEGORIES
+        conda_names = conda_lock.selected_names(lock_path, text, "conda", env.platform, wanted)
+        pip_names = conda_lock.selected_names(lock_path, text, "pip", env.platform, wanted)
+        conda = [c for c in env.conda if c.record["name"] in conda_names]
+        wheels = [w for w in env.wheels if w.name in pip_names]
+        left = len(env.conda) + len(env.wheels) - len(conda) - len(wheels)
+        if left:
+            others = f"other categories than {', '.join(wanted)}"
+            reporter.info(f"Leaving out {plural(left, 'package')} of {others}")
+        return replace(env, conda=conda, wheels=wheels)
 
 
 def load(
@@ -169,10 +201,34 @@ def _read_lock(lock_path: Path) -> LockFile:
                 f"{lock_path} is a conda environment file, not a lock file",
                 "give the project folder, whose pixi.lock is packed, or a pixi or conda-lock lock file",
             ) from exc
-        tool = "pixi lock" if lock_path.suffix.lower() == ".lock" else "conda-lock"
+        pixi = lock_path.suffix.lower() == ".lock"
+        tool = "pixi lock" if pixi else "conda-lock"
+        problem = _diagnosis(lock_path, pixi) or "it cannot be parsed"
         raise PackError(
-            f"cannot read {lock_path}: {first_line(exc)}", f"regenerate it with `{tool}`"
+            f"{lock_path} is not a valid lock file: {problem} (rattler: {first_line(exc)})",
+            f"regenerate it with `{tool}`",
         ) from exc
+
+
+def _diagnosis(path: Path, pixi: bool) -> str | None:
+    """What is wrong with a lock at the top, in the lock format's own terms, where its text shows
+    it: a required section missing, or given as a plain value instead of a list or mapping."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    keys = [line.split(":", 1) for line in lines if re.match(r"[A-Za-z_]+:", line)]
+    top = {key: value.strip() for key, value in keys}
+    # pixi's locks before version 4 had conda-lock's sections
+    modern = pixi and not re.fullmatch(r"[123]", top.get("version", "").strip("'\""))
+    required = REQUIRED_KEYS["pixi" if modern else "conda-lock"]
+    missing = [key for key in required if key not in top]
+    if missing:
+        return f"it has no `{missing[0]}` section"
+    plain = [key for key in required if key != "version" and top[key] and top[key][0] not in "[{"]
+    if plain:
+        return f"its `{plain[0]}` is a plain value ({top[plain[0]][:40]}), not a list or mapping"
+    return None
 
 
 def _looks_like_environment_file(path: Path) -> bool:

@@ -24,7 +24,7 @@ from importlib import resources
 from typing import IO, TYPE_CHECKING, Final
 
 from conda_pixi_pack import __version__
-from conda_pixi_pack.fileio import create_new, fsync_dir, temp_path
+from conda_pixi_pack.fileio import atomic_file
 from conda_pixi_pack.pack.writers import tar
 from conda_pixi_pack.pack.writers.tree import Entry
 
@@ -152,28 +152,21 @@ def _write_ps1(root: Path, target: Path, facts: ScriptFacts, reporter: Reporter 
         "ARCHIVE_BASE64": str(4 * -(-tar.tar_size(root) // 3)),
     }
     script = _render("header.ps1", values).replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
-    temp = temp_path(target)
-    try:
-        with os.fdopen(create_new(temp), "wb") as out:
-            out.write(script + PS1_HEADER_END + CRLF)
-            encoder = _Base64Sink(out)
-            tar.write_tar(root, encoder, reporter)  # type: ignore[arg-type]
-            encoder.close()
-            out.write(CRLF + PS1_ARCHIVE_END + CRLF)
-            if facts.unpacker is not None:
-                with facts.unpacker.program.open("rb") as program:
-                    encoder = _Base64Sink(out)
-                    while block := program.read(ENCODE_CHUNK):
-                        encoder.write(block)
-                    encoder.close()
-                out.write(CRLF)
-            os.fchmod(out.fileno(), EXECUTABLE_MODE)
-            size = out.tell()
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
+    with atomic_file(target, durable=True) as out:
+        out.write(script + PS1_HEADER_END + CRLF)
+        encoder = _Base64Sink(out)
+        tar.write_tar(root, encoder, reporter)  # type: ignore[arg-type]
+        encoder.close()
+        out.write(CRLF + PS1_ARCHIVE_END + CRLF)
+        if facts.unpacker is not None:
+            with facts.unpacker.program.open("rb") as program:
+                encoder = _Base64Sink(out)
+                while block := program.read(ENCODE_CHUNK):
+                    encoder.write(block)
+                encoder.close()
+            out.write(CRLF)
+        os.fchmod(out.fileno(), EXECUTABLE_MODE)
+        size = out.tell()
     return size
 
 

@@ -176,7 +176,7 @@ cpp_activation() {
                 printf 'export %s=%s\n' "$key" "$(cpp_quote "$value")"
             done
             for script in "$CPP_TARGET"/etc/conda/activate.d/*.sh; do
-                [ -f "$script" ] && printf '. %s\n' "$(cpp_quote "$script")"
+                if [ -f "$script" ]; then printf '. %s\n' "$(cpp_quote "$script")"; fi
             done
             ;;
         fish)
@@ -187,7 +187,7 @@ cpp_activation() {
                 printf 'set -gx %s %s\n' "$key" "$(cpp_quote "$value")"
             done
             for script in "$CPP_TARGET"/etc/conda/activate.d/*.fish; do
-                [ -f "$script" ] && printf 'source %s\n' "$(cpp_quote "$script")"
+                if [ -f "$script" ]; then printf 'source %s\n' "$(cpp_quote "$script")"; fi
             done
             ;;
         xonsh)
@@ -198,10 +198,10 @@ cpp_activation() {
                 printf '$%s = %s\n' "$key" "$(cpp_quote "$value")"
             done
             for script in "$CPP_TARGET"/etc/conda/activate.d/*.xsh; do
-                [ -f "$script" ] && printf 'source %s\n' "$(cpp_quote "$script")"
+                if [ -f "$script" ]; then printf 'source %s\n' "$(cpp_quote "$script")"; fi
             done
             for script in "$CPP_TARGET"/etc/conda/activate.d/*.sh; do
-                [ -f "$script" ] && printf 'source-bash %s\n' "$(cpp_quote "$script")"
+                if [ -f "$script" ]; then printf 'source-bash %s\n' "$(cpp_quote "$script")"; fi
             done
             ;;
     esac

@@ -24,10 +24,8 @@ from conda_pixi_pack.fileio import (
     CHUNK_SIZE,
     KERNEL_COPY,
     UNSUPPORTED_COPY,
-    create_new,
-    fsync_dir,
+    atomic_file,
     pwrite_all,
-    temp_path,
     write_all,
 )
 from conda_pixi_pack.format import TAR_MTIME
@@ -383,20 +381,13 @@ def write_archive(
     a crash the file may be incomplete; only the rename is made durable (best effort). ``mode``
     (0o755 for a self-extracting pack) is set before the rename.
     """
-    temp = temp_path(target)
-    fd = create_new(temp)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            plan = _plan(root, head)
-            _reserve(fd, plan.head_size + plan.size, target)
-            size = _write_in_place(plan, fd, reporter)
-            if size is None:  # no kernel copy into this file: one sequential pass instead
-                size = _write(plan, handle, reporter)
-            if mode is not None:
-                os.fchmod(fd, mode)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
+    with atomic_file(target, durable=True) as handle:
+        fd = handle.fileno()
+        plan = _plan(root, head)
+        _reserve(fd, plan.head_size + plan.size, target)
+        size = _write_in_place(plan, fd, reporter)
+        if size is None:  # no kernel copy into this file: one sequential pass instead
+            size = _write(plan, handle, reporter)
+        if mode is not None:
+            os.fchmod(fd, mode)
     return size

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from conda_pixi_pack.errors import PackError, UserCancelled
+from conda_pixi_pack.format import DAMAGED_HINT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -97,9 +98,7 @@ class CondaInstaller:
             with _conda_context(pkgs_dir, reporter):
                 was_registered = is_registered(prefix)
                 try:
-                    records = [_record(package) for package in packages]
-                    _fetch_extract(records, {id(r): p for r, p in zip(records, packages)}, task)
-                    _check_extracted(records)
+                    records = self._cache(packages, task)
                     _link(records, prefix)
                     if on_linked is not None:
                         on_linked()
@@ -110,6 +109,26 @@ class CondaInstaller:
                 task.advance(len(packages) / 2)
         finally:
             task.done()
+
+    def cache(self, packages: list[PackedPackage], *, reporter: Reporter) -> list[PackageRecord]:
+        """Put ``packages`` into conda's package cache, extracted and checked, and return the records
+        conda links them by (with their original URLs and channels): what ``conda env create``
+        needs from a pack (unpack/conda_spec.py)."""
+        task = reporter.task("Extracting packages", total=len(packages))
+        try:
+            with _conda_context(None, reporter):
+                records = self._cache(packages, task)
+            task.advance(len(packages) / 2)  # the half that linking counts in install()
+            return records
+        finally:
+            task.done()
+
+    @staticmethod
+    def _cache(packages: list[PackedPackage], task: Task) -> list[PackageRecord]:
+        records = [_record(package) for package in packages]
+        _fetch_extract(records, {id(r): p for r, p in zip(records, packages)}, task)
+        _check_extracted(records)
+        return records
 
     def registration_undo(self, prefix: Path) -> Callable[[], None] | None:
         """conda lists every environment it creates in ``environments.txt``; a failed unpack takes
@@ -131,7 +150,9 @@ def _conda_context(pkgs_dir: Path | None, reporter: Reporter) -> Iterator[None]:
     from conda.core.package_cache_data import PackageCacheData
     from conda.reporters import _get_render_func
 
-    if not context._search_path and not context._argparse_args:
+    # conda's CLI sets its arguments on the context (and has read condarc and CONDA_*); without
+    # them this is the standalone command. (conda 26.3 keeps no usable search path to test.)
+    if not context._argparse_args:
         reset_context()  # standalone: read condarc files and CONDA_* like `conda` does
     saved = dict(context._cache_)
     forced: dict[str, Any] = dict(_FORCED_SETTINGS)
@@ -215,7 +236,8 @@ def _record(package: PackedPackage) -> PackageRecord:
         )
     except Exception as exc:  # conda's ValidationError and TypeError for a malformed record
         raise PackError(
-            f"broken pack: the repodata record of {package.subdir}/{package.file_name} is invalid: {exc}"
+            f"broken pack: the repodata record of {package.subdir}/{package.file_name} is invalid: {exc}",
+            DAMAGED_HINT,
         ) from None
 
 
@@ -288,11 +310,24 @@ def _actions(task: Task) -> tuple[Any, Any]:
             super().reverse()
 
     class CountingExtractAction(ExtractPackageAction):
-        """conda's extraction, counted on our progress bar once the cache record is written."""
+        """conda's extraction, counted once on our progress bar when it is done: conda 26.7
+        extracts in worker processes and finishes with ``_finish_extract`` in this one, earlier
+        versions run ``execute`` (which 26.7 still uses where it cannot start workers)."""
+
+        counted = False
+
+        def execute(self, progress_update_callback: Any = None) -> None:
+            super().execute(progress_update_callback)
+            self._count()
 
         def _finish_extract(self) -> None:
             super()._finish_extract()
-            task.advance(0.5)
+            self._count()
+
+        def _count(self) -> None:
+            if not self.counted:
+                self.counted = True
+                task.advance(0.5)
 
     return PackFileAction, CountingExtractAction
 

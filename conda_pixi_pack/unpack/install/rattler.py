@@ -30,18 +30,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from rattler import Channel, RepoData
+from rattler import Channel, PathsJson, RepoData
 from rattler import install as rattler_install
 from rattler.install import InstallerReporter
 from rattler.networking import Client, MirrorMiddleware
 from rattler.package_cache import PackageCache
 
 from conda_pixi_pack import __version__
-from conda_pixi_pack.artifacts import fill_placeholders, verify_checksum
+from conda_pixi_pack.artifacts import fill_placeholders, package_label, verify_checksum
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.fileio import write_atomically
-from conda_pixi_pack.format import REPODATA_FILE
-from conda_pixi_pack.unpack.install.seed import SeedUnavailable, seed_cache, seeding_available
+from conda_pixi_pack.format import DAMAGED_HINT, REPODATA_FILE
+from conda_pixi_pack.unpack.install.package_paths import extracted_paths, refuse_escaping
+from conda_pixi_pack.unpack.install.seed import (
+    SeedUnavailable,
+    cache_entry_name,
+    seed_cache,
+    seeding_available,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -313,8 +319,11 @@ def _prepare(
         reporter.debug(f"installing from package files: {exc}")
     else:
         for package in packages:  # already in the cache: not extracted, so not verified yet
-            if package.checksum_deferred and package.path not in seeded:
-                verify_checksum(package)
+            if package.path not in seeded:
+                if package.checksum_deferred:
+                    verify_checksum(package)
+                entry = cache / cache_entry_name(package.record)
+                refuse_escaping(package_label(package), extracted_paths(entry))
         if asyncio.run(_all_cached(cache, records)):
             return _point_at_origins(pairs, wanted)
         reporter.debug("rattler does not see the extracted packages in its cache: installing from files")
@@ -325,10 +334,19 @@ def _prepare(
     for package in packages:  # what rattler reads now, which it does not verify itself
         if package.extent is not None:
             verify_checksum(replace(package, extent=None))
+        refuse_escaping(package_label(package), _archive_paths(package))
     # rattler writes the file:// URLs; the original ones replace them afterwards.
     return None, {
         _meta_name(p.record): wanted[_meta_name(p.record)] for p in packages if p.origin is not None
     }
+
+
+def _archive_paths(package: PackedPackage) -> list[str]:
+    """The paths a package archive lists (rattler reads them from its ``info`` part)."""
+    try:
+        return [str(entry.relative_path) for entry in PathsJson.from_package_archive(package.path).paths]
+    except Exception as exc:  # rattler's own error types: the archive is not a package
+        raise PackError(f"broken pack: {package_label(package)} cannot be read: {exc}", DAMAGED_HINT) from exc
 
 
 async def _all_cached(cache: Path, records: list[RepoDataRecord]) -> bool:

@@ -31,10 +31,17 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
-from conda_pixi_pack.artifacts import checksum_error, cut_short_error, expected_checksum, package_label
+from conda_pixi_pack.artifacts import (
+    checksum_error,
+    cut_short_error,
+    expected_checksum,
+    package_label,
+    verify_checksum,
+)
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.fileio import copy_range, remove_uninterrupted, write_atomically
 from conda_pixi_pack.format import CONDA_SUFFIX, TAR_BZ2_SUFFIX
+from conda_pixi_pack.unpack.install.package_paths import extracted_paths, refuse_escaping
 
 if TYPE_CHECKING:
     from conda_pixi_pack.artifacts import PackedPackage
@@ -277,11 +284,12 @@ def seed_cache(packages: list[PackedPackage], cache: Path, reporter: Reporter) -
         # Named pipes go to the system's temporary folder: the cache's file system may have none
         # (FAT, SMB); a private folder, so no one else can open them.
         _private_dir(Path(tempfile.gettempdir()), made)
-        task = reporter.task("Extracting packages", sum(p.size for p in todo), "B")
+        # validate.py left these checksums to this stage: its name says so
+        task = reporter.task("Extracting and verifying packages", sum(p.size for p in todo), "B")
         seeding = _Seeding(todo, made[0], made[1], task)
         seeding.run(min(_usable_cpus(), MAX_WORKERS, len(todo)))
         for package in todo:
-            _check(package, seeding.results[package.path])
+            _check(package, seeding.results[package.path], made[0] / cache_entry_name(package.record))
         for package in todo:
             _place(made[0], cache, cache_entry_name(package.record), expected_checksum(package))
         return {p.path for p in todo}
@@ -355,9 +363,13 @@ def _sendable(path: Path) -> bool:
     return not any(c in str(path) for c in "\t\n\r")
 
 
-def _check(package: PackedPackage, result: tuple[str, str] | str) -> None:
+def _check(package: PackedPackage, result: tuple[str, str] | str, extracted: Path) -> None:
+    """The worker's answer for ``package``, its checksum, and the paths it would link."""
     if isinstance(result, str):
+        # A damaged file mostly fails to decompress before its hash is complete: say what it is.
+        verify_checksum(package)
         raise PackError(f"extracting {package_label(package)} failed: {result}")
     algorithm, expected = expected_checksum(package)
     if (result[0] if algorithm == "sha256" else result[1]) != expected:
         raise checksum_error(package, algorithm)
+    refuse_escaping(package_label(package), extracted_paths(extracted))

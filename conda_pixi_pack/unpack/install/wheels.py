@@ -17,9 +17,10 @@ import re
 import subprocess
 import sys
 import zipfile
+from contextlib import contextmanager
 from email.parser import HeaderParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final
 
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
@@ -29,7 +30,7 @@ from installer.sources import WheelFile
 from conda_pixi_pack.errors import PackError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from installer.scripts import LauncherKind
     from installer.utils import Scheme
@@ -53,26 +54,41 @@ _TIMEOUT: Final = 600
 _VALID_NAME: Final = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 
-def check_wheel(wheel: Path) -> str:
-    """Open ``wheel``, check every file against its RECORD and its project name; returns the name.
+def check_wheel(wheel: Path | IO[bytes], label: str | None = None) -> str:
+    """Open ``wheel`` (a path, or a seekable file object named ``label``), check every file
+    against its RECORD and its project name; returns the name.
 
     A wheel comes from someone else's pack: a tampered file, or a ``Name:`` that is a path
     (``/etc/x`` would put the headers outside the environment), is refused before anything is
     installed.
     """
+    name_shown = label or getattr(wheel, "name", str(wheel))
     try:
-        with WheelFile.open(wheel) as source:
+        with _open_wheel(wheel, name_shown) as source:
             source.validate_record(validate_contents=False)  # names listed, RECORD well-formed
             _check_contents(source)
             name = _distribution_name(source.read_dist_info("METADATA")) or source.distribution
     except (zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
         # installer raises ValueError subclasses for a malformed or tampered wheel
-        raise PackError(f"broken wheel {wheel.name}: {_problem(exc)}", "re-create the pack") from None
+        raise PackError(f"broken wheel {name_shown}: {_problem(exc)}", "re-create the pack") from None
     if not _VALID_NAME.match(name):
         raise PackError(
-            f"broken wheel {wheel.name}: its project name {name!r} is not valid", "re-create the pack"
+            f"broken wheel {name_shown}: its project name {name!r} is not valid", "re-create the pack"
         )
     return name
+
+
+@contextmanager
+def _open_wheel(wheel: Path | IO[bytes], name: str) -> Iterator[WheelFile]:
+    """installer's reader over a path, or over a file object (installer takes the distribution's
+    name and version from the zip's file name, so it gets ``name``)."""
+    if isinstance(wheel, Path):
+        with WheelFile.open(wheel) as source:
+            yield source
+        return
+    with zipfile.ZipFile(wheel) as archive:
+        archive.filename = name
+        yield WheelFile(archive)
 
 
 def _check_contents(source: WheelFile) -> None:

@@ -22,6 +22,7 @@ from conda_pixi_pack.unpack.reader.self_extracting import (
     Prefixed,
     archive_offset,
     header_end,
+    script_facts,
 )
 from conda_pixi_pack.unpack.reader.tar import TarFilePack, TarStreamPack
 
@@ -73,19 +74,17 @@ def _stream_reader(head: bytes, stream: IO[bytes], label: str, opened: IO[bytes]
     """A reader for what ``head`` (the first bytes of ``stream``) shows."""
     offset = archive_offset(head)
     if offset is not None:  # one of our self-extracting packs: the tar follows the script, raw
-        if opened is not None:
-            ours = TarFilePack.open(Path(opened.name), offset)
-            if ours is None:
-                raise PackError(f"pack {label} is damaged: no archive at byte {offset}", DAMAGED_HINT)
-            opened.close()
-            return ours
-        return _embedded_tar(head, stream, offset, label)
+        ours = _ours(head, stream, offset, label, opened)
+        ours.kind, ours.script = "conda-pixi-pack script", script_facts(head)
+        return ours
     script = header_end(head)
     try:
         if script is not None:  # pixi-pack --create-executable: the tar is inside, in base64
             embedded = EmbeddedArchive(Prefixed(head[script[0] :], stream), script[1])
             tar = tarfile.open(fileobj=embedded, mode="r|", tarinfo=EndAwareInfo)
-            return TarStreamPack(tar, label, opened, embedded)
+            reader = TarStreamPack(tar, label, opened, embedded)
+            reader.kind = "pixi-pack script"
+            return reader
         # standard input, a compressed tar, or not a tar at all
         tar = tarfile.open(fileobj=Prefixed(head, stream), mode="r|*", tarinfo=EndAwareInfo)
         return TarStreamPack(tar, label, opened)
@@ -103,6 +102,18 @@ def _stream_reader(head: bytes, stream: IO[bytes], label: str, opened: IO[bytes]
             f"{label} is not a pack: it is not a tar archive ({exc})",
             "give a .tar pack, a pack folder, or a self-extracting .sh/.ps1 pack from pixi-pack",
         ) from None
+
+
+def _ours(head: bytes, stream: IO[bytes], offset: int, label: str, opened: IO[bytes] | None) -> OpenedPack:
+    """The tar of one of our self-extracting packs: read in place from a file, else from the
+    stream once the script is skipped."""
+    if opened is None:
+        return _embedded_tar(head, stream, offset, label)
+    ours = TarFilePack.open(Path(opened.name), offset)
+    if ours is None:
+        raise PackError(f"pack {label} is damaged: no archive at byte {offset}", DAMAGED_HINT)
+    opened.close()
+    return ours
 
 
 def _embedded_tar(head: bytes, stream: IO[bytes], offset: int, label: str) -> OpenedPack:

@@ -17,12 +17,13 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Final
 
 from conda_pixi_pack.errors import PackError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
     from types import TracebackType
 
     from conda_pixi_pack.artifacts import Extent
@@ -56,6 +57,12 @@ class OpenedPack:
     label: str = "the pack"
     #: A folder pack is used where it is; None for a pack that must be extracted first.
     root: Path | None = None
+    #: What was opened, for ``inspect``: "tar", "folder", "compressed tar", "conda-pixi-pack
+    #: script" or "pixi-pack script".
+    kind: str = "tar"
+    #: What a self-extracting script of ours says of itself (``CPP_*`` lines: the embedded
+    #: installer, the wheels...), without the prefix; empty for anything else.
+    script: Mapping[str, str] = MappingProxyType({})
 
     def extract(
         self,
@@ -133,6 +140,11 @@ def _check_type(member: tarfile.TarInfo) -> None:
     if not (member.isfile() or member.isdir()):
         raise PackError(
             f"unsafe pack: member {member.name!r} is a device, fifo or other special file",
+            UNSAFE_HINT,
+        )
+    if member.issparse():  # a few bytes that declare gigabytes of zeros: no writer of packs makes one
+        raise PackError(
+            f"unsafe pack: member {member.name!r} is a sparse file; packs hold only files and folders",
             UNSAFE_HINT,
         )
 

@@ -20,6 +20,7 @@ class FolderPack(OpenedPack):
     def __init__(self, root: Path) -> None:
         self.root = Path(os.path.abspath(root))
         self.label = str(root)
+        self.kind = "folder"
         self._open: IO[bytes] | None = None
 
     def members(self) -> Iterator[tuple[Member, IO[bytes] | None]]:

@@ -52,6 +52,17 @@ def archive_offset(head: bytes) -> int | None:
     return int(found.group(1)) if found is not None else None
 
 
+#: A fact our script states about itself: ``CPP_<NAME>=<value>`` (quoted or padded).
+_FACT: Final = re.compile(rb"^CPP_([A-Z_]+)='?([^'\n]*?)'? *$", re.MULTILINE)
+
+
+def script_facts(head: bytes) -> dict[str, str]:
+    """The ``CPP_*`` values one of our scripts states, lower-cased names (``unpacker_kind``...)."""
+    end = head.find(b"\n@@CONDA_PIXI_PACK_PAYLOAD@@\n")
+    text = head[: end if end >= 0 else HEADER_LIMIT]
+    return {m.group(1).decode().lower(): m.group(2).decode("utf-8", "replace") for m in _FACT.finditer(text)}
+
+
 def header_end(head: bytes) -> tuple[int, bytes] | None:
     """Where the archive starts in ``head`` (the first bytes of a file) and the end marker that
     closes it; None when ``head`` is not the start of a self-extracting pack."""

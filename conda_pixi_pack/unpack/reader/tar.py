@@ -89,16 +89,10 @@ class TarFilePack(OpenedPack):
             if out is None:
                 continue
             with out:
-                if leave is not None and not member.issparse() and leave(path):
+                if leave is not None and leave(path):
                     left[path] = Extent(self.path, member.offset_data, member.size)
                     continue  # the empty placeholder stays; its bytes stay in the pack
-                if member.issparse():  # data is not one contiguous range: let tarfile rebuild it
-                    data = self._tar.extractfile(member)
-                    assert data is not None  # regular files always have data
-                    with data:
-                        shutil.copyfileobj(data, out, CHUNK_SIZE)
-                else:
-                    copy_range(fd, out.fileno(), member.offset_data, member.size)
+                copy_range(fd, out.fileno(), member.offset_data, member.size)
             finish(member, path, on_file)
             task.advance(member.size)
         check_end(self._tar)

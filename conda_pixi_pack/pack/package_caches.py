@@ -1,0 +1,87 @@
+"""conda's package caches as a place to take package files from, before any download.
+
+A machine that installed an environment usually still has its archives in a package cache
+(``pkgs_dirs``: ``~/.conda/pkgs``, ``<root>/pkgs``, ``CONDA_PKGS_DIRS``); an installed record even
+names its own (``package_tarball_full_path``). An archive found there is used only when its size
+and checksum are the ones the source gives (it is hashed in full: a cache is shared and may hold
+another build under the same name), then linked, or copied, into the pack. So a pack of an
+environment can be made with the network off.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from conda_pixi_pack.artifacts import file_mismatch
+from conda_pixi_pack.fileio import place
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from conda_pixi_pack.artifacts import Artifact
+
+#: Environment variable conda reads its package caches from (comma-separated), as conda does.
+PKGS_DIRS_ENV: Final = "CONDA_PKGS_DIRS"
+#: Threads hashing candidates (hashlib releases the GIL on large buffers).
+HASH_WORKERS: Final = min(4, os.cpu_count() or 1)
+
+
+def package_cache_dirs() -> list[Path]:
+    """conda's package caches: conda's own answer where conda imports, else ``CONDA_PKGS_DIRS``,
+    else conda's defaults for a user (``~/.conda/pkgs``) and for the active installation."""
+    try:
+        from conda.base.context import context
+    except ImportError:
+        context = None
+    if context is not None:
+        try:
+            return [Path(p) for p in context.pkgs_dirs]
+        except Exception:  # a broken conda configuration must not stop a pack that can download
+            pass
+    if os.environ.get(PKGS_DIRS_ENV):
+        return [Path(p).expanduser() for p in os.environ[PKGS_DIRS_ENV].split(",") if p]
+    roots = [os.environ.get("CONDA_ROOT", ""), os.environ.get("MAMBA_ROOT_PREFIX", "")]
+    return [Path("~/.conda/pkgs").expanduser(), *(Path(root) / "pkgs" for root in roots if root)]
+
+
+def find(wanted: Sequence[tuple[Artifact, Sequence[Path]]], directories: Sequence[Path]) -> dict[str, Path]:
+    """``relative_path -> archive`` for every artifact a package cache holds exactly: its
+    ``local_copies`` first, then ``<dir>/<file name>`` in each cache. Only artifacts with a
+    checksum are looked for (without one, nothing says it is the same file)."""
+
+    def one(item: tuple[Artifact, Sequence[Path]]) -> tuple[str, Path | None]:
+        artifact, copies = item
+        for candidate in [*copies, *(directory / artifact.file_name for directory in directories)]:
+            if _matches(candidate, artifact):
+                return artifact.relative_path, candidate
+        return artifact.relative_path, None
+
+    eligible = [item for item in wanted if item[0].sha256 or item[0].md5]
+    if not eligible:
+        return {}
+    with ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="conda-pixi-pack-pkgs") as pool:
+        return {path: found for path, found in pool.map(one, eligible) if found is not None}
+
+
+def _matches(candidate: Path, artifact: Artifact) -> bool:
+    try:
+        if not candidate.is_file():
+            return False
+        if artifact.size is not None and candidate.stat().st_size != artifact.size:
+            return False
+        return file_mismatch(candidate, artifact) is None
+    except OSError:  # unreadable, or gone meanwhile: not a candidate
+        return False
+
+
+def take(found: dict[str, Path], destination: Path) -> dict[str, Path]:
+    """Link (or copy) every archive found into ``destination/<relative path>``."""
+    placed = {}
+    for relative_path, source in found.items():
+        target = destination / relative_path
+        place(source, target)
+        placed[relative_path] = target
+    return placed
