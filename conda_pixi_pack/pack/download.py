@@ -181,6 +181,8 @@ def _take_trusted(
                 place(hit, target)
         except FileNotFoundError:  # another pack discarded it meanwhile: the fetcher will see
             continue
+        except OSError as exc:  # the copy does not fit (a full disk)
+            raise _cannot_gather(target.parent, exc) from exc
         # The link shares the inode the stamp vouched for, unless another pack replaced the
         # entry in between (or place() copied): then the stamp is read, or the file hashed, again.
         if not (_same_file(target, vouched) or _still_verified(hit, artifact, target)):
@@ -189,6 +191,15 @@ def _take_trusted(
         reporter.debug(f"cached {artifact.label}: {hit}")
         paths[artifact.relative_path] = target
     return paths
+
+
+def _cannot_gather(folder: Path, exc: OSError) -> PackError:
+    """A write into the folder where the packages are gathered failed: said as such (a full
+    disk is no network error, and retrying does not help)."""
+    return PackError(
+        f"cannot write {folder}: {exc.strerror or exc}",
+        "free some space there, or choose another output with -o (the packages are gathered beside it first)",
+    )
 
 
 def _same_file(path: Path, known: os.stat_result) -> bool:
@@ -261,6 +272,9 @@ class _Writer:
         self.hasher = Hasher(artifact)
         self.task = task
         self.last_activity = time.monotonic()
+        #: The local error of a failed write (a full disk): transports may word it as their own
+        #: failure (rattler's client does), so it is kept here to be told as what it is.
+        self.write_error: OSError | None = None
         #: Called once, when the first byte arrives (rattler's transfers: see the ramp).
         self.on_first_byte: Callable[[], None] | None = None
 
@@ -275,7 +289,11 @@ class _Writer:
         with self._lock:
             if self._stream.closed:
                 raise OSError("download cancelled")
-            self._stream.write(data)
+            try:
+                self._stream.write(data)
+            except OSError as exc:
+                self.write_error = exc
+                raise
         self.last_activity = time.monotonic()
         self.task.advance(len(data))
         if self.on_first_byte is not None:
@@ -488,7 +506,15 @@ class _Fetcher:
 
     # -- one artifact ---------------------------------------------------------------------------
     def fetch(self, artifact: Artifact) -> Path:
+        """``artifact`` verified at its place in the destination; a local write that fails there
+        (a full disk) is said as such, never as a network error."""
         target = self.destination / artifact.relative_path
+        try:
+            return self._fetch(artifact, target)
+        except OSError as exc:  # PackErrors (network, checksums, the cache) are not OSErrors
+            raise _cannot_gather(target.parent, exc) from exc
+
+    def _fetch(self, artifact: Artifact, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         if self.cache is None or not _cacheable(artifact):
             temp = self.download(artifact, target)
@@ -512,17 +538,24 @@ class _Fetcher:
             entry.parent.mkdir(parents=True, exist_ok=True)
             temp = self.download(artifact, entry)
         except OSError as exc:  # PackErrors (network, checksums) are not OSErrors: pass through
-            raise PackError(
-                f"cannot write into the cache {self.cache.root}: {exc.strerror or exc}",
-                "make it writable, or pack without --use-cache",
-            ) from exc
+            raise self._cache_error(exc) from exc
         try:
             # Link into the pack before publishing: the pack never depends on the entry staying.
             place(temp, target)
-            self.cache.add(temp, artifact)
+            try:
+                self.cache.add(temp, artifact)
+            except OSError as exc:
+                raise self._cache_error(exc) from exc
         finally:
             temp.unlink(missing_ok=True)
         return target
+
+    def _cache_error(self, exc: OSError) -> PackError:
+        assert self.cache is not None
+        return PackError(
+            f"cannot write into the cache {self.cache.root}: {exc.strerror or exc}",
+            "make it writable (or free some space there), or pack without --use-cache",
+        )
 
     def download(self, artifact: Artifact, final: Path) -> Path:
         """A verified copy of ``artifact`` in a temp file beside ``final`` (the caller renames it)."""
@@ -549,6 +582,8 @@ class _Fetcher:
                 writer.close()
                 temp.unlink(missing_ok=True)
                 self.task.advance(-writer.hasher.size)
+                if writer.write_error is not None:  # not the network's fault: no retry
+                    raise writer.write_error from None
                 if isinstance(retry, _ChecksumMismatch):
                     checksum_attempts += 1
                     exhausted = checksum_attempts >= CHECKSUM_ATTEMPTS
@@ -563,6 +598,8 @@ class _Fetcher:
             except BaseException:
                 writer.close()
                 temp.unlink(missing_ok=True)
+                if writer.write_error is not None:
+                    raise writer.write_error from None
                 raise
 
     def _say_retry(self, artifact: Artifact, retry: _Retry, attempt: int) -> None:

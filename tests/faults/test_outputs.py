@@ -203,24 +203,12 @@ def test_a_reader_that_exits_early_is_one_clear_error(
     assert temp_leftovers(tmp_path) == [] and list((tmp_path / "tmp").iterdir()) == []
 
 
-#: ENOSPC while the downloads are written (bug, see the reason): without a cache it is reported as
-#: a network failure after four retries ("download of … failed: [Errno 28] No space left on device
-#: (the connection broke off repeatedly; check the network or proxy …)"); with a cache, copying an
-#: entry into the staging folder on the full file system gives "unexpected OSError: [Errno 28] …
-#: please report it".
-FULL_WHILE_DOWNLOADING = pytest.mark.xfail(
-    strict=True,
-    reason="a disk filling up while packages are fetched into the staging folder is reported as a "
-    "network failure or an unexpected OSError, not 'cannot write <output>: No space left on device'",
-)
-
-
 @pytest.mark.parametrize("cache", ["no-cache", "cold-cache", "warm-cache"])
 @pytest.mark.parametrize(
     "size",
     [
         # the tmpfs cannot even hold the downloads (the staging folder lies beside the output)
-        pytest.param("1m", marks=FULL_WHILE_DOWNLOADING, id="full-while-downloading"),
+        pytest.param("1m", id="full-while-downloading"),
         # the downloads fit, the archive beside them does not
         pytest.param("2m", id="full-while-writing-the-archive"),
     ],
