@@ -5,7 +5,7 @@
 #   make test-pythons              scripts/test-pythons.sh: make test under Python 3.10 and 3.13 too
 #   make demo                      scripts/demo.sh: fresh venv, pack + unpack the bundled example
 #   make demo PYTHON=/path/python  the demo with an existing interpreter (conda backend if importable)
-#   make bench                     benchmarks/bench_pack.py (four servers, 1x and 3x) and bench_unpack.py
+#   make bench                     benchmarks/bench_pack.py (four servers, 1x and 3x), bench_unpack.py, bench_executable.py
 #                                  (minutes, ~5 GB of disk; nginx rows need nginx-light installed)
 
 BOOTSTRAP_PYTHON ?= python3
@@ -40,3 +40,4 @@ demo:
 bench: venv
 	$(BIN)/python benchmarks/bench_pack.py --scales 1,3
 	$(BIN)/python benchmarks/bench_unpack.py
+	$(BIN)/python benchmarks/bench_executable.py

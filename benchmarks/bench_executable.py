@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -44,6 +45,8 @@ FILE_SIZE: Final = 4 * 1024 * 1024
 CHANNEL_VERSION: Final = 1
 #: How often the disk use is sampled (seconds).
 SAMPLE_EVERY: Final = 0.02
+#: The file system's use is settled when it moved less than this in 0.2 s.
+SETTLED: Final = 4 * 1024 * 1024
 
 
 def ensure_big_channel(bench_dir: Path) -> Path:
@@ -120,13 +123,32 @@ class DiskPeak:
         return self.peak - self.end
 
 
+def _settle(folder: Path) -> None:
+    """Wait until the file system's use stops changing: ext4 frees the blocks of the previous
+    run's removed environment some time after ``rmtree`` returns, which would otherwise count
+    as this run's use falling (and its start as a peak)."""
+    os.sync()
+    stat = os.statvfs(folder)
+    previous = -1
+    for _ in range(150):
+        stat = os.statvfs(folder)
+        used = (stat.f_blocks - stat.f_bfree) * stat.f_frsize
+        if abs(used - previous) < SETTLED:
+            return
+        previous = used
+        time.sleep(0.2)
+
+
 def _tools(work: Path) -> Path:
-    """A folder with a ``conda-pixi-pack`` that runs this checkout (the script's path 2)."""
+    """A folder with a ``conda-pixi-pack`` that runs this checkout (the script's path 2), with the
+    rattler backend as the other rows (the script passes no ``--installer``: where conda is
+    importable the default would be conda's, which extracts into its own package cache)."""
     folder = work / "tools"
     folder.mkdir(exist_ok=True)
     script = folder / "conda-pixi-pack"
     script.write_text(
-        f'#!/bin/sh\nPYTHONPATH="{synthetic.ROOT}" exec "{sys.executable}" -m conda_pixi_pack "$@"\n'
+        f'#!/bin/sh\nPYTHONPATH="{synthetic.ROOT}" '
+        f'exec "{sys.executable}" -m conda_pixi_pack "$@" --installer rattler\n'
     )
     script.chmod(0o755)
     return folder
@@ -139,7 +161,7 @@ def _measure(
     measurements, extras = [], []
     for index in range(runs):
         out = work / f"{label.split()[0]}-{index}"
-        os.sync()
+        _settle(work)
         with DiskPeak(work) as disk:
             measurements.append(synthetic.run_measured(command(out), env=env, cwd=work))
         extras.append(disk.extra)
