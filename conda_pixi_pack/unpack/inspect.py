@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -197,7 +198,9 @@ def _check_wheel(member: Member, stream: IO[bytes]) -> None:
     from conda_pixi_pack.unpack.install.wheels import check_wheel
 
     label = PurePosixPath(member.name).name
-    with tempfile.SpooledTemporaryFile(SPOOL_LIMIT) as spool:
+    # zipfile asks seekable(), which SpooledTemporaryFile has from Python 3.11 on only
+    spooled = sys.version_info >= (3, 11)
+    with tempfile.SpooledTemporaryFile(SPOOL_LIMIT) if spooled else tempfile.TemporaryFile() as spool:
         while block := stream.read(CHUNK_SIZE):
             spool.write(block)
         spool.seek(0)

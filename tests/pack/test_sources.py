@@ -201,8 +201,16 @@ def test_a_pip_installed_wheel_is_packed_from_pips_cache(
     done = cli("pack", "--prefix", str(prefix), "-o", str(out), env={"PIP_CACHE_DIR": str(cache)})
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[-1].endswith("1 from local files)")
+    # pip before 23.1 records no hash for a local file: the file is taken when its RECORD matches
+    direct_url = (
+        next(prefix.glob("lib/python*/site-packages/fixture_wheel-1.0.dist-info")) / "direct_url.json"
+    )
+    direct_url.write_text(json.dumps({"url": wheel.resolve().as_uri(), "archive_info": {}}))
+    done = cli("pack", "--prefix", str(prefix), "-o", str(out), env={"PIP_CACHE_DIR": str(cache)})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[-1].endswith("1 from local files)")
     # as from an index: no URL recorded; only pip's cache can tell which wheel it was
-    (next(prefix.glob("lib/python*/site-packages/fixture_wheel-1.0.dist-info")) / "direct_url.json").unlink()
+    direct_url.unlink()
     done = cli("pack", "--prefix", str(prefix), "-o", str(out), env={"PIP_CACHE_DIR": str(cache)})
     assert done.returncode == 1
     assert "fixture-wheel 1.0 (installed by pip, not conda): its wheel is not in pip's cache" in done.stderr

@@ -107,8 +107,17 @@ def _from_direct_url(dist_info: Path, name: str, version: str) -> LockedWheel | 
     legacy = str(info.get("hash") or "")  # PEP 610's older "sha256=<hex>" form
     sha256 = hashes.get("sha256") or (legacy.partition("=")[2] if legacy.startswith("sha256=") else None)
     file_name = unquote(PurePosixPath(urlsplit(url).path).name)
-    if not sha256 or not file_name.endswith(WHEEL_SUFFIX):
+    if not file_name.endswith(WHEEL_SUFFIX):
         return None
+    if not sha256:  # pip before 23.1 records no hash for a local file: compare it with RECORD
+        parts = urlsplit(url)
+        local = (
+            Path(unquote(parts.path))
+            if parts.scheme == "file" and parts.netloc in ("", "localhost")
+            else None
+        )
+        installed = _record_entries(_read(dist_info / "RECORD"))
+        return _matching(local, installed, name, version) if local is not None and installed else None
     return _wheel(name, version, url, file_name, sha256)
 
 
@@ -125,17 +134,25 @@ def _from_pip_cache(dist_info: Path, name: str, version: str) -> LockedWheel | N
             continue
         if (_normalize(parsed.distribution), parsed.version) != (_normalize(name), version):
             continue
-        try:
-            with zipfile.ZipFile(candidate) as archive:
-                record = next((n for n in archive.namelist() if n.endswith(".dist-info/RECORD")), None)
-                entries = _record_entries(archive.read(record).decode("utf-8")) if record else {}
-        except (OSError, zipfile.BadZipFile, UnicodeDecodeError, KeyError):
-            continue
-        if entries and all(installed.get(path) == entry for path, entry in entries.items()):
-            return _wheel(
-                name, version, candidate.resolve().as_uri(), candidate.name, file_digests(candidate)[1]
-            )
+        wheel = _matching(candidate, installed, name, version)
+        if wheel is not None:
+            return wheel
     return None
+
+
+def _matching(
+    candidate: Path, installed: dict[str, tuple[str, str]], name: str, version: str
+) -> LockedWheel | None:
+    """``candidate`` as the wheel of ``name`` when its RECORD lists exactly the installed files."""
+    try:
+        with zipfile.ZipFile(candidate) as archive:
+            record = next((n for n in archive.namelist() if n.endswith(".dist-info/RECORD")), None)
+            entries = _record_entries(archive.read(record).decode("utf-8")) if record else {}
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError, KeyError):
+        return None
+    if not entries or any(installed.get(path) != entry for path, entry in entries.items()):
+        return None
+    return _wheel(name, version, candidate.resolve().as_uri(), candidate.name, file_digests(candidate)[1])
 
 
 def _record_entries(text: str) -> dict[str, tuple[str, str]]:
