@@ -128,7 +128,6 @@ def _settle(folder: Path) -> None:
     run's removed environment some time after ``rmtree`` returns, which would otherwise count
     as this run's use falling (and its start as a peak)."""
     os.sync()
-    stat = os.statvfs(folder)
     previous = -1
     for _ in range(150):
         stat = os.statvfs(folder)

@@ -243,6 +243,7 @@ def _record_size(record: dict[str, Any], found: int | None) -> int:
 
 def _verify(packages: list[tuple[PackedItem, str]], seen: _Seen) -> None:
     """Every listed package present, of its recorded size and checksum (sha256, else md5)."""
+    records: dict[str, dict[str, dict[str, Any]]] = {}  # each repodata.json parsed once, not per package
     for item, path in packages:
         if path not in seen.files:
             raise PackError(
@@ -253,7 +254,10 @@ def _verify(packages: list[tuple[PackedItem, str]], seen: _Seen) -> None:
                 f"broken pack: {path} has {seen.files[path]} bytes, its record says {item.size}",
                 layout.DAMAGED_HINT,
             )
-        algorithm, wanted = _expected(seen, item, path)
+        repodata = f"{layout.CHANNEL_DIR}/{item.subdir}/{layout.REPODATA_FILE}"
+        if repodata not in records:
+            records[repodata] = layout.parse_repodata(seen.texts[repodata], repodata)
+        algorithm, wanted = _expected(records[repodata][item.file], path)
         sha256, md5 = seen.digests[path]
         if (sha256 if algorithm == "sha256" else md5) != wanted:
             raise PackError(
@@ -261,9 +265,7 @@ def _verify(packages: list[tuple[PackedItem, str]], seen: _Seen) -> None:
             )
 
 
-def _expected(seen: _Seen, item: PackedItem, path: str) -> tuple[str, str]:
-    repodata = f"{layout.CHANNEL_DIR}/{item.subdir}/{layout.REPODATA_FILE}"
-    record = layout.parse_repodata(seen.texts[repodata], repodata)[item.file]
+def _expected(record: dict[str, Any], path: str) -> tuple[str, str]:
     for algorithm in ("sha256", "md5"):
         value = record.get(algorithm)
         if isinstance(value, str) and value:

@@ -199,7 +199,7 @@ def _collect_packages(
             _safe_file_name(subdir, file_name)
             label = f"{CHANNEL_DIR}/{subdir}/{file_name}"
             record: dict[str, Any] = records[file_name]
-            if not isinstance(record, dict) or not record.get("name"):
+            if not record.get("name"):  # read_repodata checked that it is an object
                 raise PackError(f"broken pack: the record of {label} is malformed", DAMAGED_HINT)
             for field in ("name", "version", "build"):
                 # name-version-build becomes a file name (conda-meta/<dist>.json, the cache folder)
