@@ -88,7 +88,7 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         done = os.pwrite(fd, view, offset)
@@ -128,6 +128,32 @@ def copy_range(src: int, dst: int, offset: int, size: int) -> None:
             raise EOFError("unexpected end of data")
         offset += done
         size -= done
+
+
+def copy_to_offset(src: int, dst: int, size: int, offset: int) -> None:
+    """Copy the first ``size`` bytes of ``src`` to ``offset`` of the regular file ``dst``, in the
+    kernel where it can (``copy_file_range`` with explicit offsets: neither file position moves,
+    so threads may fill several parts of one file at once), else ``pread``/``pwrite``. Raises
+    EOFError when ``src`` ends first."""
+    copied = 0
+    kernel = hasattr(os, "copy_file_range")
+    while copied < size:
+        count = min(size - copied, RANGE_CHUNK)
+        done: int | None = None
+        if kernel:
+            try:
+                done = os.copy_file_range(src, dst, count, copied, offset + copied)
+            except OSError as exc:
+                if exc.errno not in UNSUPPORTED_COPY:
+                    raise
+                kernel = False  # not between these files: nothing was copied, Python takes over
+        if done is None:
+            data = os.pread(src, min(count, CHUNK_SIZE), copied)
+            pwrite_all(dst, data, offset + copied)
+            done = len(data)
+        if done == 0:
+            raise EOFError("unexpected end of data")
+        copied += done
 
 
 def fsync_dir(directory: Path) -> None:

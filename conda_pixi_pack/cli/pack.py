@@ -220,11 +220,8 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
 
 
 def _source(args: argparse.Namespace) -> Source:
-    """Where the packages are listed: an installed environment, an @EXPLICIT list, or a lock."""
-    from conda_pixi_pack.pack.sources.explicit import ExplicitSource
-    from conda_pixi_pack.pack.sources.lockfile import LockSource
-    from conda_pixi_pack.pack.sources.prefix import PrefixSource
-
+    """Where the packages are listed: an installed environment, an @EXPLICIT list, or a lock
+    (only the module of the one given is imported: a lock's pack starts sooner)."""
     named = (("MANIFEST", args.manifest), ("-n/--name", args.name), ("--prefix", args.prefix))
     given = [flag for flag, value in (*named, ("--from-explicit", args.from_explicit)) if value is not None]
     if len(given) > 1:
@@ -234,9 +231,15 @@ def _source(args: argparse.Namespace) -> Source:
     if args.name is not None or args.prefix is not None:
         if args.name is not None and not args.name.strip():
             raise UsageError("-n/--name is empty", "give the environment's name, or its folder with --prefix")
+        from conda_pixi_pack.pack.sources.prefix import PrefixSource
+
         return PrefixSource(prefix=args.prefix, name=args.name)
     if args.from_explicit is not None:
+        from conda_pixi_pack.pack.sources.explicit import ExplicitSource
+
         return ExplicitSource(args.from_explicit)
+    from conda_pixi_pack.pack.sources.lockfile import LockSource
+
     source = LockSource(
         environment=args.environment,
         ignore_pypi_non_wheel=args.ignore_pypi_non_wheel,

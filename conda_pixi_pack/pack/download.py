@@ -31,14 +31,15 @@ import os
 import threading
 import time
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from conda_pixi_pack import __version__
-from conda_pixi_pack.artifacts import Artifact, Hasher, file_mismatch
+from conda_pixi_pack.artifacts import Artifact, Hasher
 from conda_pixi_pack.errors import PackError
-from conda_pixi_pack.fileio import CHUNK_SIZE, create_new, place, remove_uninterrupted, temp_path
-from conda_pixi_pack.pack.cache import Cache, stamp_matches
+from conda_pixi_pack.fileio import CHUNK_SIZE, remove_uninterrupted
+from conda_pixi_pack.pack.cache import Cache
+from conda_pixi_pack.pack.destination import Destination, FileAttempt, FolderDestination
 from conda_pixi_pack.pack.transport.settings import (
     AUTH_FILE_ENV,
     CONNECT_TIMEOUT_KEY,
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
     from rattler import Config
 
+    from conda_pixi_pack.pack.destination import Attempt
     from conda_pixi_pack.pack.transport.direct import Direct, Job, TransferError
     from conda_pixi_pack.pack.transport.ramp import Gate, Ramp
     from conda_pixi_pack.pack.transport.rattler_client import RattlerClient
@@ -84,6 +86,10 @@ TLS_HINT: Final = (
 )
 
 
+#: An attempt of either kind (a temp file, an archive slot).
+A = TypeVar("A", bound="Attempt")
+
+
 class _Retry(Exception):
     """A failure worth another attempt; ``error`` is what to raise when attempts run out."""
 
@@ -101,13 +107,15 @@ class _ChecksumMismatch(_Retry):
 
 def fetch_all(
     artifacts: list[Artifact],
-    destination: Path,
+    destination: Path | Destination,
     *,
     network: NetworkSettings,
     cache_dir: Path | None = None,
     reporter: Reporter | None = None,
 ) -> dict[str, Path]:
-    """Fetch every artifact to ``destination / relative_path``, verified; returns those paths.
+    """Fetch every artifact, verified, to ``destination / relative_path`` (a folder) or into its
+    slot of an archive (a :class:`~conda_pixi_pack.pack.destination.SlotDestination`); returns
+    the paths of the files (none for slots).
 
     Raises PackError naming the artifact on 404, 401/403 (hint: ``--auth-file``), checksum
     mismatch (both hashes), unreachable host. Never leaves a partial file at a final path.
@@ -116,19 +124,21 @@ def fetch_all(
     unique = _unique(artifacts)
     config = load_config(network)
     cache = Cache(cache_dir) if cache_dir is not None else None
-    fetcher = _Fetcher(config, Path(destination), network, cache, reporter)
+    if isinstance(destination, (str, os.PathLike)):
+        destination = FolderDestination(Path(destination))
+    fetcher = _Fetcher(config, destination, network, cache, reporter)
     sizes = [a.size for a in unique]
     task = reporter.task("Fetching packages", sum(s for s in sizes if s) if all(sizes) else None, unit="B")
     fetcher.task = task
     try:
-        paths = {}
+        done: set[str] = set()
         if cache is not None:
             cacheable = [a for a in unique if _cacheable(a)]
-            paths = _take_trusted(cacheable, Path(destination), cache, task, reporter)
-        rest = [a for a in unique if a.relative_path not in paths]
+            done = _take_trusted(cacheable, destination, cache, task, reporter)
+        rest = [a for a in unique if a.relative_path not in done]
         if rest:
             try:
-                paths.update(fetcher.run(rest))
+                fetcher.run(rest)
             finally:
                 # py-rattler's runtime threads still hold Python objects (the client, finished
                 # futures) for a moment after the downloads resolve, and need the GIL to drop
@@ -141,7 +151,7 @@ def fetch_all(
                     time.sleep(RUNTIME_GRACE)
     finally:
         task.done()
-    return {a.relative_path: paths[a.relative_path] for a in artifacts}
+    return {a.relative_path: path for a in artifacts if (path := destination.path(a)) is not None}
 
 
 def _cacheable(artifact: Artifact) -> bool:
@@ -151,85 +161,40 @@ def _cacheable(artifact: Artifact) -> bool:
 
 
 def _take_trusted(
-    artifacts: list[Artifact], destination: Path, cache: Cache, task: Task, reporter: Reporter
-) -> dict[str, Path]:
-    """Link every stamped cache hit into ``destination`` now, in this thread.
+    artifacts: list[Artifact], destination: Destination, cache: Cache, task: Task, reporter: Reporter
+) -> set[str]:
+    """Put every stamped cache hit into ``destination`` now, in this thread; returns their
+    relative paths.
 
-    A stamped hit costs a stat, a small read and a link: far less than a hop to a worker
-    thread and back, which made up most of a warm pack's fetch. Anything else (a miss, an
-    unstamped or stale entry to hash) is left to the parallel fetcher.
+    A stamped hit costs a stat, a small read and a link (or a kernel copy into its slot): far
+    less than a hop to a worker thread and back, which made up most of a warm pack's fetch.
+    Anything else (a miss, an unstamped or stale entry to hash) is left to the parallel fetcher.
     """
-    paths: dict[str, Path] = {}
-    folders: set[Path] = set()
+    done: set[str] = set()
     for artifact in artifacts:
         trusted = cache.trusted(artifact)
         if trusted is None:
             continue
         hit, vouched = trusted
-        target = destination / artifact.relative_path
-        if target.parent not in folders:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            folders.add(target.parent)
         try:
-            try:
-                # A plain link: nobody else looks into our fresh destination, so the temp
-                # name and rename that place() uses for atomicity are not needed here.
-                os.link(hit, target)
-            except FileNotFoundError:
-                raise
-            except OSError:  # across devices, or links not allowed: place() copies
-                place(hit, target)
-        except FileNotFoundError:  # another pack discarded it meanwhile: the fetcher will see
-            continue
+            # False when another pack replaced or discarded the entry meanwhile: the fetcher will see
+            if not destination.take(artifact, hit, vouched):
+                continue
         except OSError as exc:  # the copy does not fit (a full disk)
-            raise _cannot_gather(target.parent, exc) from exc
-        # The link shares the inode the stamp vouched for, unless another pack replaced the
-        # entry in between (or place() copied): then the stamp is read, or the file hashed, again.
-        if not (_same_file(target, vouched) or _still_verified(hit, artifact, target)):
-            continue
+            raise cannot_gather(destination.location(artifact), exc) from exc
         task.advance(artifact.size or vouched.st_size)
         reporter.debug(f"cached {artifact.label}: {hit}")
-        paths[artifact.relative_path] = target
-    return paths
+        done.add(artifact.relative_path)
+    return done
 
 
-def _cannot_gather(folder: Path, exc: OSError) -> PackError:
+def cannot_gather(folder: Path, exc: OSError) -> PackError:
     """A write into the folder where the packages are gathered failed: said as such (a full
     disk is no network error, and retrying does not help)."""
     return PackError(
         f"cannot write {folder}: {exc.strerror or exc}",
         "free some space there, or choose another output with -o (the packages are gathered beside it first)",
     )
-
-
-def _same_file(path: Path, known: os.stat_result) -> bool:
-    """Whether ``path`` is the very file ``known`` describes, unchanged (as the stamps compare)."""
-    try:
-        now = path.stat()
-    except FileNotFoundError:
-        return False
-    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
-        known.st_dev,
-        known.st_ino,
-        known.st_size,
-        known.st_mtime_ns,
-    )
-
-
-def _still_verified(entry: Path, artifact: Artifact, linked: Path) -> bool:
-    """Whether the file linked from ``entry`` is the one its stamp vouches for.
-
-    Another pack may replace the entry between its check and our link; the link shares the inode
-    it got, so comparing that inode with the stamp closes the gap. A copy (across devices) has an
-    inode of its own and is hashed instead. Anything that fails is removed: the fetcher takes over.
-    """
-    try:
-        if stamp_matches(entry, artifact, linked.stat()) or file_mismatch(linked, artifact) is None:
-            return True
-    except FileNotFoundError:
-        return False
-    linked.unlink(missing_ok=True)
-    return False
 
 
 def _unique(artifacts: list[Artifact]) -> list[Artifact]:
@@ -266,8 +231,8 @@ class _Writer:
     instead of writing into a deleted file.
     """
 
-    def __init__(self, path: Path, artifact: Artifact, task: Task) -> None:
-        self._stream = os.fdopen(create_new(path), "wb")
+    def __init__(self, attempt: Attempt, artifact: Artifact, task: Task) -> None:
+        self._stream = attempt
         self._lock = threading.Lock()
         self.hasher = Hasher(artifact)
         self.task = task
@@ -323,7 +288,7 @@ class _Fetcher:
     def __init__(
         self,
         config: Config,
-        destination: Path,
+        destination: Destination,
         network: NetworkSettings,
         cache: Cache | None,
         reporter: Reporter,
@@ -428,7 +393,7 @@ class _Fetcher:
         return self._rattler is not None and self._rattler.close()
 
     # -- the worker threads --------------------------------------------------------------------
-    def run(self, artifacts: list[Artifact]) -> dict[str, Path]:
+    def run(self, artifacts: list[Artifact]) -> None:
         """Fetch ``artifacts`` (largest first) with up to ``cap`` threads; the first failure stops
         the others (and is raised), as Ctrl-C does. Returns when every thread has cleaned up.
 
@@ -441,14 +406,13 @@ class _Fetcher:
         todo: queue.SimpleQueue[Artifact] = queue.SimpleQueue()
         for artifact in sorted(artifacts, key=lambda a: -(a.size or 0)):
             todo.put(artifact)
-        paths: dict[str, Path] = {}
         self._running = 0
         try:
             for _ in range(min(self.cap, len(artifacts))):
                 with self._finished:
                     self._running += 1
                 threading.Thread(
-                    target=self._work, args=(todo, paths), name="conda-pixi-pack-fetch", daemon=True
+                    target=self._work, args=(todo,), name="conda-pixi-pack-fetch", daemon=True
                 ).start()
             self._wait_for_workers()
         except BaseException:  # Ctrl-C: stop the transfers, and let each remove its temp file
@@ -458,22 +422,21 @@ class _Fetcher:
             raise
         if self._failure is not None:
             raise self._failure
-        return paths
 
     def _wait_for_workers(self) -> None:
         with self._finished:
             while self._running:
                 self._finished.wait()
 
-    def _work(self, todo: Any, paths: dict[str, Path]) -> None:
+    def _work(self, todo: Any) -> None:
         try:
-            self._fetch_queued(todo, paths)
+            self._fetch_queued(todo)
         finally:
             with self._finished:
                 self._running -= 1
                 self._finished.notify_all()
 
-    def _fetch_queued(self, todo: Any, paths: dict[str, Path]) -> None:
+    def _fetch_queued(self, todo: Any) -> None:
         import queue
 
         while not self._stop.is_set():
@@ -482,7 +445,7 @@ class _Fetcher:
             except queue.Empty:
                 return
             try:
-                paths[artifact.relative_path] = self.fetch(artifact)
+                self.fetch(artifact)
             except _Stop:
                 return
             except BaseException as exc:  # the first failure is the one the user sees
@@ -505,50 +468,38 @@ class _Fetcher:
             raise _Stop()
 
     # -- one artifact ---------------------------------------------------------------------------
-    def fetch(self, artifact: Artifact) -> Path:
+    def fetch(self, artifact: Artifact) -> None:
         """``artifact`` verified at its place in the destination; a local write that fails there
         (a full disk) is said as such, never as a network error."""
-        target = self.destination / artifact.relative_path
         try:
-            return self._fetch(artifact, target)
+            self._fetch(artifact)
         except OSError as exc:  # PackErrors (network, checksums, the cache) are not OSErrors
-            raise _cannot_gather(target.parent, exc) from exc
+            raise cannot_gather(self.destination.location(artifact), exc) from exc
 
-    def _fetch(self, artifact: Artifact, target: Path) -> Path:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    def _fetch(self, artifact: Artifact) -> None:
         if self.cache is None or not _cacheable(artifact):
-            temp = self.download(artifact, target)
-            os.replace(temp, target)
-            return target
+            self.download(artifact, lambda: self.destination.attempt(artifact)).keep()
+            return
         hit = self.cache.lookup(artifact)
-        if hit is not None:
-            try:
-                place(hit, target)
-            except FileNotFoundError:  # another pack discarded it meanwhile: fetch it again
-                hit = None
-            else:
-                if not _still_verified(hit, artifact, target):
-                    hit = None
-            if hit is not None:
-                self.task.advance(artifact.size or hit.stat().st_size)
-                self.reporter.debug(f"cached {artifact.label}: {hit}")
-                return target
+        if hit is not None and self.destination.take(artifact, hit):
+            self.task.advance(artifact.size or hit.stat().st_size)
+            self.reporter.debug(f"cached {artifact.label}: {hit}")
+            return
         entry = self.cache.entry(artifact)
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.download(artifact, entry)
+            attempt = self.download(artifact, lambda: FileAttempt(entry))
         except OSError as exc:  # PackErrors (network, checksums) are not OSErrors: pass through
             raise self._cache_error(exc) from exc
         try:
-            # Link into the pack before publishing: the pack never depends on the entry staying.
-            place(temp, target)
+            # Into the pack before publishing: the pack never depends on the entry staying.
+            self.destination.put(artifact, attempt.temp)
             try:
-                self.cache.add(temp, artifact)
+                self.cache.add(attempt.temp, artifact)
             except OSError as exc:
                 raise self._cache_error(exc) from exc
         finally:
-            temp.unlink(missing_ok=True)
-        return target
+            attempt.temp.unlink(missing_ok=True)
 
     def _cache_error(self, exc: OSError) -> PackError:
         assert self.cache is not None
@@ -557,13 +508,13 @@ class _Fetcher:
             "make it writable (or free some space there), or pack without --use-cache",
         )
 
-    def download(self, artifact: Artifact, final: Path) -> Path:
-        """A verified copy of ``artifact`` in a temp file beside ``final`` (the caller renames it)."""
+    def download(self, artifact: Artifact, begin: Callable[[], A]) -> A:
+        """A verified, closed attempt at ``artifact`` (``begin`` starts each one); the caller keeps it."""
         attempts = checksum_attempts = 0
         delay = BACKOFF_SECONDS
         while True:
-            temp = temp_path(final)
-            writer = _Writer(temp, artifact, self.task)
+            attempt = begin()
+            writer = _Writer(attempt, artifact, self.task)
             try:
                 self._transfer(artifact, writer)
                 writer.close()
@@ -577,10 +528,10 @@ class _Fetcher:
                     )
                 unverified = "" if artifact.sha256 or artifact.md5 else " (no checksum in the lock)"
                 self.reporter.debug(f"fetched {artifact.label}: {public_url(artifact.url)}{unverified}")
-                return temp
+                return attempt
             except _Retry as retry:
                 writer.close()
-                temp.unlink(missing_ok=True)
+                attempt.drop()
                 self.task.advance(-writer.hasher.size)
                 if writer.write_error is not None:  # not the network's fault: no retry
                     raise writer.write_error from None
@@ -597,7 +548,7 @@ class _Fetcher:
                 delay *= 2
             except BaseException:
                 writer.close()
-                temp.unlink(missing_ok=True)
+                attempt.drop()
                 if writer.write_error is not None:
                     raise writer.write_error from None
                 raise

@@ -23,7 +23,8 @@ from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.pack.writers import executable, folder, tar
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
+    from contextlib import AbstractContextManager
 
     from conda_pixi_pack.pack.writers.executable import ScriptFacts
     from conda_pixi_pack.progress import Reporter
@@ -79,6 +80,17 @@ class Output:
         """Whether the new pack is already in place (asked after Ctrl-C, to say so)."""
         return False
 
+    #: Whether :meth:`write_around` can write this output: a file whose parts can be filled in
+    #: any order (not a folder, a stream or a script with its installer).
+    fills_in_place = False
+
+    def write_around(
+        self, staging: Path, holes: Mapping[str, int], reporter: Reporter
+    ) -> AbstractContextManager[tar.Holes]:
+        """Write the pack of ``staging`` and of the files ``holes`` names (not on disk), leaving
+        those files' slots for the caller to fill within the block (see :attr:`fills_in_place`)."""
+        raise NotImplementedError
+
 
 class _Renamed(Output):
     """An output renamed into place: an archive, a folder or a self-extracting script."""
@@ -87,6 +99,7 @@ class _Renamed(Output):
         self.target = target
         self.mode = mode
         self.is_folder = mode is OutputMode.FOLDER
+        self.fills_in_place = mode is OutputMode.ARCHIVE
         self._before: tuple[int, int] | None = None
 
     def make_staging(self) -> Path:
@@ -120,6 +133,14 @@ class _Renamed(Output):
         if self.mode is OutputMode.EXECUTABLE:
             return executable.write_executable(staging, self.target, facts, reporter)
         return tar.write_archive(staging, self.target, reporter)
+
+    def write_around(
+        self, staging: Path, holes: Mapping[str, int], reporter: Reporter
+    ) -> AbstractContextManager[tar.Holes]:
+        assert self.target is not None and self.fills_in_place
+        self._before = _identity(self.target)
+        reporter.info(f"Writing {self.target}")
+        return tar.archive_around(staging, self.target, holes)
 
     def replaced(self) -> bool:
         """True once a new file or folder (a new inode: the rename) is at the target."""

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from conda_pixi_pack.artifacts import file_mismatch
-from conda_pixi_pack.fileio import place
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -75,13 +74,3 @@ def _matches(candidate: Path, artifact: Artifact) -> bool:
         return file_mismatch(candidate, artifact) is None
     except OSError:  # unreadable, or gone meanwhile: not a candidate
         return False
-
-
-def take(found: dict[str, Path], destination: Path) -> dict[str, Path]:
-    """Link (or copy) every archive found into ``destination/<relative path>``."""
-    placed = {}
-    for relative_path, source in found.items():
-        target = destination / relative_path
-        place(source, target)
-        placed[relative_path] = target
-    return placed

@@ -23,6 +23,7 @@ from conda_pixi_pack import format as layout
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.fileio import remove_uninterrupted
 from conda_pixi_pack.pack import cache, download, inject, package_caches, supply, unpacker
+from conda_pixi_pack.pack.destination import SlotDestination
 from conda_pixi_pack.pack.output import OutputMode, default_output, file_url_path, plan_output
 from conda_pixi_pack.pack.sources.lockfile import LockSource
 from conda_pixi_pack.pack.urls import public_url
@@ -131,7 +132,7 @@ def _pack(options: PackOptions, output: Output, reporter: Reporter) -> PackResul
     supplies = supply.plan(
         [(c.artifact, c.local_copies) for c in conda] + [(w.artifact, ()) for w in wheels],
         options.cache_dir,
-        package_cache_dirs=package_caches.package_cache_dirs(),
+        package_cache_dirs=package_caches.package_cache_dirs,
     )
     result = PackResult(
         output=output.target,
@@ -150,15 +151,71 @@ def _pack(options: PackOptions, output: Output, reporter: Reporter) -> PackResul
         return result
     staging = output.make_staging()
     try:
-        root = staging / PACK_DIR
-        conda = _fetch(root, conda, wheels, supplies, options, reporter)
-        inject.copy_into(root, layout.CHANNEL_DIR, layout.PYPI_DIR, injection)
-        _write_format_files(root, env.platform, conda, wheels, injection)
-        facts = _facts(env.platform, conda, wheels, injection, options, staging / UNPACKER_DIR, reporter)
-        result.size = output.write(root, reporter, facts)
+        parts = _Parts(env.platform, conda, wheels, injection, supplies)
+        result.size = _assemble_in_place(staging / PACK_DIR, output, parts, options, reporter)
+        if result.size is None:
+            result.size = _assemble(staging, output, parts, options, reporter)
     finally:
         _remove_staging(staging)
     return result
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What a pack is made of, once the source is read and the injections checked."""
+
+    platform: str
+    conda: list[LockedConda]
+    wheels: list[LockedWheel]
+    injection: inject.Injection
+    supplies: list[supply.Supply]
+
+
+def _assemble(staging: Path, output: Output, parts: _Parts, options: PackOptions, reporter: Reporter) -> int:
+    """Fetch every file into the staging folder, add the format's files, and hand the folder to
+    the output's writer."""
+    root = staging / PACK_DIR
+    conda = _fetch(root, parts.conda, parts.wheels, parts.supplies, options, reporter)
+    inject.copy_into(root, layout.CHANNEL_DIR, layout.PYPI_DIR, parts.injection)
+    _write_format_files(root, parts.platform, conda, parts.wheels, parts.injection)
+    facts = _facts(
+        parts.platform, conda, parts.wheels, parts.injection, options, staging / UNPACKER_DIR, reporter
+    )
+    return output.write(root, reporter, facts)
+
+
+def _assemble_in_place(
+    root: Path, output: Output, parts: _Parts, options: PackOptions, reporter: Reporter
+) -> int | None:
+    """Fetch every package straight into its place in the archive; None where that cannot be.
+
+    It can when the output is an archive file and every downloaded file's size and record are
+    known before the download (a lock's conda packages): then the archive's layout is known too,
+    its headers and the format's files are written first, and each package is written once, by
+    its download, at its offset. That saves writing every byte a second time (the staging copy
+    read back into the tar) and removing the staging copies: about a third of a pack's time
+    where the network is fast. Wheels (no size in a lock) and ``@EXPLICIT`` lines (no record)
+    take the staging folder.
+    """
+    conda = parts.conda
+    if not output.fills_in_place or parts.wheels:
+        return None
+    if any(c.artifact.size is None or c.record_from_archive for c in conda):
+        return None
+    holes = {f"{layout.CHANNEL_DIR}/{c.artifact.relative_path}": c.artifact.size or 0 for c in conda}
+    inject.copy_into(root, layout.CHANNEL_DIR, layout.PYPI_DIR, parts.injection)
+    _write_format_files(root, parts.platform, conda, parts.wheels, parts.injection)
+    with output.write_around(root, holes, reporter) as archive:
+        _say_fetching(conda, parts.wheels, parts.supplies, reporter)
+        destination = SlotDestination(archive.slots, f"{layout.CHANNEL_DIR}/", archive.target)
+        supply.fetch(
+            parts.supplies,
+            destination,
+            network=download.NetworkSettings(auth_file=options.auth_file, config_file=options.config_file),
+            cache_dir=options.cache_dir,
+            reporter=reporter,
+        )
+    return archive.size
 
 
 def _missing(env: LockedEnvironment, options: PackOptions, reporter: Reporter) -> list[str]:
@@ -278,10 +335,7 @@ def _fetch(
 ) -> list[LockedConda]:
     """Put every package and wheel into its place below ``root``; returns the conda packages with
     the records of those whose record the archive itself completes (an ``@EXPLICIT`` line)."""
-    reporter.info(
-        f"Fetching {plural(len(conda), 'conda package')} and {plural(len(wheels), 'wheel')} "
-        f"({', '.join(f'{n} from {o}' for o, n in supply.counts(supplies).items())})"
-    )
+    _say_fetching(conda, wheels, supplies, reporter)
     fetch_root = root / FETCH_DIR
     fetched = supply.fetch(
         supplies,
@@ -297,6 +351,15 @@ def _fetch(
         _place(fetched, wheel.artifact, fetch_root, root / layout.PYPI_DIR / wheel.file_name)
     shutil.rmtree(fetch_root, ignore_errors=True)
     return [_completed(item, channel / item.subdir / item.file_name) for item in conda]
+
+
+def _say_fetching(
+    conda: list[LockedConda], wheels: list[LockedWheel], supplies: list[supply.Supply], reporter: Reporter
+) -> None:
+    reporter.info(
+        f"Fetching {plural(len(conda), 'conda package')} and {plural(len(wheels), 'wheel')} "
+        f"({', '.join(f'{n} from {o}' for o, n in supply.counts(supplies).items())})"
+    )
 
 
 def _completed(item: LockedConda, archive: Path) -> LockedConda:

@@ -8,19 +8,21 @@ local file). :func:`plan` decides without writing anything (``pack --dry-run`` s
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from conda_pixi_pack.artifacts import file_mismatch
 from conda_pixi_pack.pack import download, package_caches
 from conda_pixi_pack.pack.cache import stamp_matches
+from conda_pixi_pack.pack.destination import Destination, FolderDestination
 from conda_pixi_pack.pack.urls import public_url
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from pathlib import Path
+    from collections.abc import Callable, Sequence
 
     from conda_pixi_pack.artifacts import Artifact
     from conda_pixi_pack.progress import Reporter
@@ -52,10 +54,11 @@ def plan(
     wanted: Sequence[tuple[Artifact, Sequence[Path]]],
     cache_dir: Path | None,
     *,
-    package_cache_dirs: Sequence[Path],
+    package_cache_dirs: Callable[[], Sequence[Path]],
 ) -> list[Supply]:
     """Where each artifact will come from (``wanted``: each with the local copies its source
-    names); reads and hashes, writes nothing."""
+    names); reads and hashes, writes nothing. ``package_cache_dirs`` is asked only when a file is
+    not in the ``--use-cache`` folder (asking may import conda: a warm pack need not wait)."""
     supplies: dict[str, Supply] = {}
     rest = []
     for artifact, copies in wanted:
@@ -64,7 +67,7 @@ def plan(
             supplies[artifact.relative_path] = Supply(artifact, CACHE, entry)
         else:
             rest.append((artifact, copies))
-    found = package_caches.find(rest, package_cache_dirs)
+    found = package_caches.find(rest, package_cache_dirs()) if rest else {}
     for artifact, _ in rest:
         path = found.get(artifact.relative_path)
         if path is not None:
@@ -91,22 +94,29 @@ def _cached(artifact: Artifact, cache_dir: Path | None) -> Path | None:
 
 def fetch(
     supplies: Sequence[Supply],
-    destination: Path,
+    destination: Path | Destination,
     *,
     network: download.NetworkSettings,
     cache_dir: Path | None,
     reporter: Reporter,
 ) -> dict[str, Path]:
-    """Put every file at ``destination/<relative path>``: package-cache archives linked (or
-    copied), the rest through the fetcher (``--use-cache`` entries, downloads, local copies)."""
-    found = {s.artifact.relative_path: s.path for s in supplies if s.origin == PACKAGE_CACHE and s.path}
-    paths = package_caches.take(found, destination)  # type: ignore[arg-type]
+    """Put every file at ``destination/<relative path>`` (or into its slot of the archive):
+    package-cache archives linked (or copied), the rest through the fetcher (``--use-cache``
+    entries, downloads, local copies). Returns the paths of the files (none for slots)."""
+    if isinstance(destination, (str, os.PathLike)):
+        destination = FolderDestination(Path(destination))
+    for item in supplies:
+        if item.origin == PACKAGE_CACHE and item.path is not None:
+            try:
+                destination.put(item.artifact, item.path)
+            except OSError as exc:
+                raise download.cannot_gather(destination.location(item.artifact), exc) from exc
     rest = [s.artifact for s in supplies if s.origin != PACKAGE_CACHE]
     if rest:
-        paths |= download.fetch_all(
-            rest, destination, network=network, cache_dir=cache_dir, reporter=reporter
-        )
-    return paths
+        download.fetch_all(rest, destination, network=network, cache_dir=cache_dir, reporter=reporter)
+    return {
+        s.artifact.relative_path: path for s in supplies if (path := destination.path(s.artifact)) is not None
+    }
 
 
 def counts(supplies: Sequence[Supply]) -> dict[str, int]:

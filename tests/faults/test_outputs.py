@@ -205,12 +205,12 @@ def test_a_reader_that_exits_early_is_one_clear_error(
 
 @pytest.mark.parametrize("cache", ["no-cache", "cold-cache", "warm-cache"])
 @pytest.mark.parametrize(
-    "size",
+    ("size", "output"),
     [
-        # the tmpfs cannot even hold the downloads (the staging folder lies beside the output)
-        pytest.param("1m", id="full-while-downloading"),
-        # the downloads fit, the archive beside them does not
-        pytest.param("2m", id="full-while-writing-the-archive"),
+        # the archive, written in place as the packages arrive, does not fit (said before any download)
+        pytest.param("1m", "environment.tar", id="full-while-downloading"),
+        # a self-extracting pack gathers its packages beside it first: they fit, the script does not
+        pytest.param("2m", "environment.sh", id="full-while-writing-the-archive"),
     ],
 )
 def test_a_full_disk_is_one_clear_error(
@@ -219,6 +219,7 @@ def test_a_full_disk_is_one_clear_error(
     ledger: Ledger,
     request: pytest.FixtureRequest,
     size: str,
+    output: str,
     cache: str,
 ) -> None:
     """A small tmpfs as the output's file system: one line saying the disk is full and where, the
@@ -226,13 +227,38 @@ def test_a_full_disk_is_one_clear_error(
     project, _ = served
     cache_dir = request.getfixturevalue("warm_cache") if cache == "warm-cache" else tmp_path / "cache"
     with tmpfs(tmp_path / "small", size) as folder:
+        out = folder / output
+        out.write_bytes(b"an older pack")
+        args = ["pack", str(project), "-p", "linux-64", "-o", str(out)]
+        if output.endswith(".sh"):
+            args.append("--create-executable")
+        if cache != "no-cache":
+            args += ["--use-cache", str(cache_dir)]
+        expected = rf"cannot write {re.escape(str(folder))}\S*: No space left on device"
+        refused(args, out, cache_dir, project, tmp_path, ledger, expected)
+
+
+@pytest.mark.parametrize("cache", ["no-cache", "cold-cache", "warm-cache"])
+def test_an_archive_that_fits_only_without_a_staging_copy_is_written(
+    served: tuple[Path, bytes], tmp_path: Path, request: pytest.FixtureRequest, cache: str
+) -> None:
+    """The packages of a lock go straight into the archive: a disk that holds the pack once, but
+    not twice over, takes it (the same pack as on a large disk)."""
+    project, _ = served
+    cache_dir = request.getfixturevalue("warm_cache") if cache == "warm-cache" else tmp_path / "cache"
+    reference = tmp_path / "reference.tar"
+    assert run_cli("pack", str(project), "-p", "linux-64", "-o", str(reference)).returncode == 0
+    assert 1 << 20 < reference.stat().st_size < 2 << 20  # the 2 MiB disk holds it once, not twice
+    with tmpfs(tmp_path / "small", "2m") as folder:
         out = folder / "environment.tar"
         out.write_bytes(b"an older pack")
         args = ["pack", str(project), "-p", "linux-64", "-o", str(out)]
         if cache != "no-cache":
             args += ["--use-cache", str(cache_dir)]
-        expected = rf"cannot write {re.escape(str(folder))}\S*: No space left on device"
-        refused(args, out, cache_dir, project, tmp_path, ledger, expected)
+        done = run_cli(*args, env=cli_env(tmp_path / "tmp"))
+        assert done.returncode == 0, done.stderr
+        assert out.read_bytes() == reference.read_bytes()
+        assert sorted(p.name for p in folder.iterdir()) == ["environment.tar"]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")

@@ -18,8 +18,10 @@ from conda_pixi_pack.cli.main import main
 from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.pack import cache as cache_module
 from conda_pixi_pack.pack.cache import CACHEDIR_TAG, STAMP_SUFFIX, Cache, stamp_path
+from conda_pixi_pack.pack.destination import SlotDestination
 from conda_pixi_pack.pack.download import NetworkSettings, fetch_all
 from conda_pixi_pack.pack.sources.lockfile import load
+from conda_pixi_pack.pack.writers.tar import Slot
 from tests.support.slow_server import SlowServer, artifact_for, leftovers
 
 if TYPE_CHECKING:
@@ -432,7 +434,7 @@ def test_unwritable_cache_is_one_clear_error(
     def read_only(path: Path) -> int:
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr("conda_pixi_pack.pack.download.create_new", read_only)
+    monkeypatch.setattr("conda_pixi_pack.pack.destination.create_new", read_only)
     with pytest.raises(PackError, match=f"cannot write into the cache {cache}: Permission denied") as info:
         fetch_all(
             [artifact_for(data, server.url("a.conda"))],
@@ -462,6 +464,53 @@ def test_an_entry_swapped_between_check_and_link_is_not_packed(
             os.replace(other, entry)  # what a concurrent writer of a foreign file would do
         real_link(source, target)
 
-    monkeypatch.setattr("conda_pixi_pack.pack.download.os.link", swap_then_link)
+    monkeypatch.setattr("conda_pixi_pack.pack.destination.os.link", swap_then_link)
     paths = fetch_all([artifact], tmp_path / "second", network=NetworkSettings(), cache_dir=cache)
     assert paths[artifact.relative_path].read_bytes() == data
+
+
+@pytest.mark.parametrize("stamp", ["stamped", "unstamped"])
+def test_an_entry_swapped_after_its_check_is_not_copied_into_the_archive(
+    slow_server: Callable[..., SlowServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stamp: str
+) -> None:
+    """Packages go straight into their slots of the archive: an entry another pack replaced
+    after it was found good (stamped or hashed) is not what gets copied there."""
+    data = os.urandom(4000)
+    server = slow_server({"a.conda": data})
+    artifact = artifact_for(data, server.url("a.conda"), name="a.conda")
+    cache = tmp_path / "cache"
+    fetch_all([artifact], tmp_path / "first", network=NetworkSettings(), cache_dir=cache)  # stamped
+    entry = cache / artifact.relative_path
+    if stamp == "unstamped":
+        stamp_path(entry).unlink()
+    real_trusted, real_lookup = Cache.trusted, Cache.lookup
+
+    def swap() -> None:
+        other = entry.with_name("other")
+        other.write_bytes(os.urandom(len(data)))
+        os.replace(other, entry)  # what a concurrent writer of a foreign file would do
+
+    def trusted_then_swapped(self: Cache, wanted: Artifact) -> object:
+        found = real_trusted(self, wanted)
+        if found is not None:
+            swap()
+        return found
+
+    looked: list[Path | None] = []
+
+    def lookup_then_swapped(self: Cache, wanted: Artifact) -> Path | None:
+        found = real_lookup(self, wanted)
+        if not looked and found is not None:
+            swap()
+        looked.append(found)
+        return found
+
+    monkeypatch.setattr(Cache, "trusted", trusted_then_swapped)
+    monkeypatch.setattr(Cache, "lookup", lookup_then_swapped)
+    archive = tmp_path / "archive"
+    with archive.open("w+b") as handle:
+        handle.truncate(512 + len(data))
+        slots = {f"channel/{artifact.relative_path}": Slot(handle.fileno(), 512, len(data))}
+        destination = SlotDestination(slots, "channel/", archive)
+        fetch_all([artifact], destination, network=NetworkSettings(), cache_dir=cache)
+    assert archive.read_bytes() == bytes(512) + data

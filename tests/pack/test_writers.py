@@ -372,8 +372,8 @@ def test_a_file_that_changes_while_packing_is_refused(
     if when == "before-copy":
         real_entries = archive.entries
 
-        def entries_then_shrink(path: Path) -> list[tree.Entry]:
-            listed = real_entries(path)
+        def entries_then_shrink(path: Path, absent: Mapping[str, int] | None = None) -> list[tree.Entry]:
+            listed = real_entries(path, absent)
             victim.write_bytes(b"shorter")
             return listed
 
@@ -482,3 +482,53 @@ def test_bodies_are_copied_by_the_kernel(tmp_path: Path, monkeypatch: pytest.Mon
     root = make_tree(tmp_path / "tree", ODD_TREE)
     archive.write_archive(root, tmp_path / "out.tar")
     assert (tmp_path / "out.tar").read_bytes() == tarfile_reference(root)
+
+
+#: The members left for the caller in the tests of ``archive_around``: packages of two folders,
+#: one of them needing a GNU long-name record.
+HOLES = ["channel/linux-64/b-1.0-0.conda", LONG_NAME, "channel/noarch/z-1.0-0.tar.bz2"]
+
+
+def test_an_archive_written_around_its_packages_is_the_same_archive(tmp_path: Path) -> None:
+    """The headers and small files first, the packages filled into their slots afterwards (in
+    any order, as downloads finish): the very bytes of the archive of the whole tree."""
+    full = make_tree(tmp_path / "full", TREE)
+    archive.write_archive(full, tmp_path / "whole.tar")
+    bare = make_tree(tmp_path / "bare", {k: v for k, v in TREE.items() if k not in HOLES})
+    target = tmp_path / "around.tar"
+    with archive.archive_around(bare, target, {name: len(TREE[name]) for name in HOLES}) as holes:
+        assert sorted(holes.slots) == sorted(HOLES)
+        for name in reversed(HOLES):
+            slot = holes.slots[name]
+            assert slot.size == len(TREE[name])
+            os.pwrite(slot.fd, TREE[name], slot.offset)
+        assert not target.exists()  # nothing at the target before the block ends
+    assert target.read_bytes() == (tmp_path / "whole.tar").read_bytes()
+    assert holes.size == target.stat().st_size
+    assert tar_names(target.read_bytes()) == EXPECTED_ORDER
+
+
+def test_an_archive_whose_slots_were_not_all_filled_is_never_there(tmp_path: Path) -> None:
+    """A failure inside the block (a download that failed): no archive, no temporary file, and
+    the file that was at the target is untouched."""
+    bare = make_tree(tmp_path / "bare", {k: v for k, v in TREE.items() if k not in HOLES})
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "environment.tar"
+    target.write_bytes(b"an older pack")
+    with (
+        pytest.raises(PackError, match="a download failed"),
+        archive.archive_around(bare, target, {name: len(TREE[name]) for name in HOLES}),
+    ):
+        raise PackError("a download failed")
+    assert [p.name for p in out.iterdir()] == ["environment.tar"]
+    assert target.read_bytes() == b"an older pack"
+
+
+def test_a_file_left_for_the_caller_must_have_its_folder(tmp_path: Path) -> None:
+    """A hole in a folder the tree does not have, or over a file it has, is a bug: refused."""
+    bare = make_tree(tmp_path / "bare", {"channel/noarch/repodata.json": b"{}\n"})
+    with pytest.raises(PackError, match="no such folder"):
+        tree.entries(bare, {"channel/linux-64/a.conda": 1})
+    with pytest.raises(PackError, match="there twice"):
+        tree.entries(bare, {"channel/noarch/repodata.json": 1})

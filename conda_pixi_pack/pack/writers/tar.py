@@ -16,7 +16,8 @@ import os
 import tarfile
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
 from conda_pixi_pack.errors import PackError
@@ -25,6 +26,7 @@ from conda_pixi_pack.fileio import (
     KERNEL_COPY,
     UNSUPPORTED_COPY,
     atomic_file,
+    copy_to_offset,
     pwrite_all,
     write_all,
 )
@@ -32,6 +34,7 @@ from conda_pixi_pack.format import TAR_MTIME
 from conda_pixi_pack.pack.writers.tree import DIR_MODE, FILE_MODE, Entry, entries
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
 
     from conda_pixi_pack.progress import Reporter, Task
@@ -196,8 +199,8 @@ class _Plan:
         return blocks, bodies
 
 
-def _plan(root: Path, head: tuple[Piece, ...] = ()) -> _Plan:
-    members = [(entry, _header(entry)) for entry in entries(root)]
+def _plan(root: Path, head: tuple[Piece, ...] = (), absent: Mapping[str, int] | None = None) -> _Plan:
+    members = [(entry, _header(entry)) for entry in entries(root, absent)]
     size = sum(
         len(header) + entry.size + len(_padding(entry.size, tarfile.BLOCKSIZE)) for entry, header in members
     )
@@ -391,3 +394,54 @@ def write_archive(
         if mode is not None:
             os.fchmod(fd, mode)
     return size
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one member's body goes in an archive being written: ``size`` bytes at ``offset`` of
+    the open file ``fd`` (filled with ``os.pwrite``: threads fill their slots side by side)."""
+
+    fd: int
+    offset: int
+    size: int
+
+
+@dataclass
+class Holes:
+    """An archive written but for some bodies: their slots by member name, and the file's size."""
+
+    target: Path
+    size: int
+    slots: dict[str, Slot] = field(default_factory=dict)
+
+
+@contextmanager
+def archive_around(root: Path, target: Path, holes: Mapping[str, int]) -> Iterator[Holes]:
+    """Write the tar of ``root`` and of the files ``holes`` names (member name -> size, not on
+    disk) to ``target``, but for those files' bodies: the caller fills their slots before the
+    file is renamed into place.
+
+    Once the slots are filled, the bytes are the ones :func:`write_archive` gives for a ``root``
+    that held those files: a package goes from the network straight into its place in the pack,
+    with no staging copy to write, read back and remove. The whole file is reserved first (a full
+    disk fails before any download); as with :func:`write_archive`, nothing is at ``target``
+    unless the block ends without an error.
+    """
+    with atomic_file(target, durable=True) as handle:
+        fd = handle.fileno()
+        plan = _plan(root, absent=holes)
+        _reserve(fd, plan.size, target)
+        blocks, bodies = plan.layout()
+        for offset, data in blocks:
+            pwrite_all(fd, data, offset)
+        result = Holes(target, plan.size)
+        for entry, offset in bodies:
+            if entry.name in holes:
+                result.slots[entry.name] = Slot(fd, offset, entry.size)
+                continue
+            with entry.path.open("rb", buffering=0) as source:
+                try:
+                    copy_to_offset(source.fileno(), fd, entry.size, offset)
+                except EOFError:
+                    raise PackError(f"{entry.name} changed while the pack was written") from None
+        yield result
