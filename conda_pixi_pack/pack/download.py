@@ -380,9 +380,9 @@ class _Fetcher:
     def gate(self, url: str) -> Gate:
         with self._lock:
             if self._ramp is None:
-                from conda_pixi_pack.pack.transport.ramp import Ramp
+                from conda_pixi_pack.pack.transport.ramp import CpuMeter, Ramp
 
-                self._ramp = Ramp(self.cap)
+                self._ramp = Ramp(self.cap, meter=CpuMeter())
             ramp = self._ramp
         return ramp.gate(_origin(url))
 
