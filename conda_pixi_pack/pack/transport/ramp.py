@@ -12,7 +12,8 @@ long as curl's. So each origin (scheme, host, port) starts with :data:`INITIAL_T
 - a server that closes every connection after one answer keeps :data:`INITIAL_TRANSFERS` at
   most (see :meth:`Gate.answered`);
 - while this process keeps the cores it may use busy (:class:`CpuMeter`), the number does not
-  grow, and each answer halves it, down to :data:`BUSY_TRANSFERS`. More transfers only help
+  grow, and each answer halves it, down to :data:`BUSY_TRANSFERS` (answers that come before
+  the first measure, :data:`METER_WINDOW` in, count once it is taken). More transfers only help
   while each is held back by the network (latency, a per-connection limit); where the cores are
   the limit (hashing, TLS, the copies), more of them only add work: threads contending for the
   GIL, more TLS state. Measured with the benchmark's 391 MB from nginx on loopback, 2 cores:
