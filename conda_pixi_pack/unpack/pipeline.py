@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -166,6 +166,8 @@ def unpack(options: UnpackOptions, reporter: Reporter | None = None) -> UnpackRe
     the activation script is written last, atomically.
     """
     reporter = reporter or Reporter()
+    if options.pkgs_dir is not None:  # the extraction processes run in a folder of their own
+        options = replace(options, pkgs_dir=Path(os.path.abspath(options.pkgs_dir)))
     plan = _plan(options)
     if options.dry_run:
         return _dry_run(options, plan, reporter)

@@ -151,6 +151,21 @@ def test_a_package_already_in_the_cache_is_still_verified(
     _refused(pack, tmp_path, PackError, r"alpha-1\.0-h0_0\.conda does not match its sha256")
 
 
+def test_a_relative_pkgs_dir_is_seeded_too(
+    tmp_path: Path, packages: Callable[..., list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--pkgs-dir pkgs`` (relative to where the command runs): the packages are extracted into
+    it by the worker processes, not installed a second time from copied-out files."""
+    pack = _pack(tmp_path, packages("alpha", "prefixed"))
+    monkeypatch.chdir(tmp_path)
+    reporter = Recorder()
+    unpack(_options(pack, tmp_path / "out", pkgs_dir=Path("pkgs")), reporter)
+    assert not any("installing from package files" in line for line in reporter.debug_lines), (
+        reporter.debug_lines
+    )
+    assert (tmp_path / "pkgs" / "alpha-1.0-h0_0" / "info" / "index.json").is_file()
+
+
 def test_without_worker_processes_the_packages_come_from_files(
     tmp_path: Path, packages: Callable[..., list[Path]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
