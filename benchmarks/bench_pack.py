@@ -105,9 +105,9 @@ def _bytecode_env(work: Path) -> dict[str, str]:
 def _baseline_command(work: Path, urls: list[tuple[str, str]], ca_file: Path | None) -> list[str]:
     """``curl --parallel`` into a channel-shaped folder, ``tar cf`` of it, and its removal.
 
-    The folder is removed inside the timed command because ``pack`` removes its own staging
-    folder inside its run; the previous run's tar is removed before the timing starts, as the
-    previous pack is.
+    The folder is removed inside the timed command: a packer that downloads to files first must
+    remove them too (``pack`` writes a lock's packages straight into the archive and has none to
+    remove); the previous run's tar is removed before the timing starts, as the previous pack is.
     """
     config = work / "curl.cfg"
     lines = []
@@ -215,7 +215,7 @@ def table(rows: list[Row], channel: Path, runs: int) -> list[str]:
         + synthetic.machine_note(runs)
         + " Baseline and pack alternate, each after `os.sync()`; the baseline is `curl --parallel"
         f" --parallel-max {CURL_PARALLEL}` into a channel-shaped folder, `tar cf` of it and `rm -rf` of"
-        " the folder (pack removes its staging folder too).",
+        " the folder (a lock's pack writes its packages straight into the archive).",
         "",
     ]
     return lines

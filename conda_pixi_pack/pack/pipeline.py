@@ -1,12 +1,14 @@
 """``pack``: a source's locked environment -> an offline pack (orchestration only).
 
 source (:mod:`~conda_pixi_pack.pack.sources`) -> locked records -> ``--inject`` files checked
-(:mod:`~conda_pixi_pack.pack.inject`) -> downloads into a staging folder, through the cache
-(:mod:`~conda_pixi_pack.pack.download`) -> the format's files (:mod:`~conda_pixi_pack.format`) ->
-the output's writer (:mod:`~conda_pixi_pack.pack.output`). Nothing appears at the output path
-unless the whole pack succeeded; the staging folder is removed on every path out, Ctrl-C
-included. Every check that can fail (the output, the cache folder, the source, the injected
-files) runs before anything is downloaded.
+(:mod:`~conda_pixi_pack.pack.inject`) -> the format's files (:mod:`~conda_pixi_pack.format`) ->
+an archive laid out around the packages, each download (:mod:`~conda_pixi_pack.pack.download`,
+through the cache) written into its slot (:func:`_assemble_in_place`); or, where sizes or
+records come only with the files, or the output is no archive file: downloads into a staging
+folder, the format's files, the output's writer (:mod:`~conda_pixi_pack.pack.output`,
+:func:`_assemble`). Nothing appears at the output path unless the whole pack succeeded; the
+staging folder is removed on every path out, Ctrl-C included. Every check that can fail (the
+output, the cache folder, the source, the injected files) runs before anything is downloaded.
 """
 
 from __future__ import annotations

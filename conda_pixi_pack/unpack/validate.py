@@ -246,6 +246,8 @@ def _collect_wheels(root: Path, packages: list[PackedPackage]) -> list[Path]:
     pypi = root / PYPI_DIR
     wheels = sorted(p for p in pypi.glob(f"*{WHEEL_SUFFIX}") if p.is_file()) if pypi.is_dir() else []
     require_python(len(wheels), {str(p.record.get("name")) for p in packages})
+    if not wheels:  # the wheel installer's imports (~20 ms) are for packs that have wheels
+        return wheels
     from conda_pixi_pack.unpack.install.wheels import check_wheel
 
     for wheel in wheels:

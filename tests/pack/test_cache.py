@@ -445,16 +445,24 @@ def test_unwritable_cache_is_one_clear_error(
     assert "without --use-cache" in (info.value.hint or "")
 
 
-def test_an_entry_swapped_between_check_and_link_is_not_packed(
-    slow_server: Callable[..., SlowServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Another pack may replace an entry after it was found good: the linked inode is checked."""
+def _stamped_entry(
+    slow_server: Callable[..., SlowServer], tmp_path: Path
+) -> tuple[bytes, Artifact, Path, Path]:
+    """A package served, fetched once into ``tmp_path/cache`` (stamped): its bytes, its artifact,
+    the cache and the entry."""
     data = os.urandom(4000)
     server = slow_server({"a.conda": data})
     artifact = artifact_for(data, server.url("a.conda"), name="a.conda")
     cache = tmp_path / "cache"
-    fetch_all([artifact], tmp_path / "first", network=NetworkSettings(), cache_dir=cache)  # stamped
-    entry = cache / artifact.relative_path
+    fetch_all([artifact], tmp_path / "first", network=NetworkSettings(), cache_dir=cache)
+    return data, artifact, cache, cache / artifact.relative_path
+
+
+def test_an_entry_swapped_between_check_and_link_is_not_packed(
+    slow_server: Callable[..., SlowServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another pack may replace an entry after it was found good: the linked inode is checked."""
+    data, artifact, cache, entry = _stamped_entry(slow_server, tmp_path)
     real_link = os.link
 
     def swap_then_link(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
@@ -475,12 +483,7 @@ def test_an_entry_swapped_after_its_check_is_not_copied_into_the_archive(
 ) -> None:
     """Packages go straight into their slots of the archive: an entry another pack replaced
     after it was found good (stamped or hashed) is not what gets copied there."""
-    data = os.urandom(4000)
-    server = slow_server({"a.conda": data})
-    artifact = artifact_for(data, server.url("a.conda"), name="a.conda")
-    cache = tmp_path / "cache"
-    fetch_all([artifact], tmp_path / "first", network=NetworkSettings(), cache_dir=cache)  # stamped
-    entry = cache / artifact.relative_path
+    data, artifact, cache, entry = _stamped_entry(slow_server, tmp_path)
     if stamp == "unstamped":
         stamp_path(entry).unlink()
     real_trusted, real_lookup = Cache.trusted, Cache.lookup

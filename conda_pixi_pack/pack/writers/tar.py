@@ -6,7 +6,9 @@ own entries, mtime 1153704088, uid/gid 0, no user or group names, mode 0o755 for
 and 0o644 for files. This module writes the same shape: headers come from the standard
 library's :class:`tarfile.TarInfo` (py-rattler has no tar *writer*; its ``package_streaming``
 only reads conda packages), bodies are streamed from disk by the kernel where it can, so that
-memory stays flat and no byte passes through Python whatever the package size.
+memory stays flat and no byte passes through Python whatever the package size. Every member's
+offset follows from the sizes alone, so :func:`archive_around` can write the headers first and
+leave the bodies of files still to come to be filled at their offsets.
 """
 
 from __future__ import annotations
