@@ -99,7 +99,8 @@ class _Renamed(Output):
         self.target = target
         self.mode = mode
         self.is_folder = mode is OutputMode.FOLDER
-        self.fills_in_place = mode is OutputMode.ARCHIVE
+        # filled with os.pwrite, which Windows lacks (its packs take the staging folder)
+        self.fills_in_place = mode is OutputMode.ARCHIVE and hasattr(os, "pwrite")
         self._before: tuple[int, int] | None = None
 
     def make_staging(self) -> Path:

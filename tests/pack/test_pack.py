@@ -23,6 +23,7 @@ import pytest
 from conda_pixi_pack import __version__
 from conda_pixi_pack import format as layout
 from conda_pixi_pack.errors import PackError
+from conda_pixi_pack.pack import download
 from conda_pixi_pack.pack.output import OutputMode
 from conda_pixi_pack.pack.pipeline import PackOptions, PackResult, pack
 from conda_pixi_pack.pack.sources.lockfile import LockSource
@@ -295,6 +296,33 @@ def test_two_packs_are_byte_identical(make_project: Callable[..., Path], tmp_pat
             assert member.mode == (0o755 if member.isdir() else 0o644)
 
 
+def test_an_archive_filled_in_place_is_the_one_gathered_first(
+    make_project: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock's packages go from the network straight into their places in the archive (nothing
+    is gathered beside it); where that cannot be (no ``os.pwrite`` or kernel copies, as on
+    Windows), they are gathered in a staging folder first. Both give the same bytes."""
+    project = make_project(["alpha", "beta", "noarch-data"])
+    direct = tmp_path / "direct" / "environment.tar"
+    direct.parent.mkdir()
+    beside: list[list[str]] = []
+    real_fetch_all = download.fetch_all
+
+    def watched(*args: Any, **kwargs: Any) -> dict[str, Path]:
+        result = real_fetch_all(*args, **kwargs)
+        beside.append([p.name for p in direct.parent.rglob("*") if p.name.endswith((".conda", ".tar.bz2"))])
+        return result
+
+    monkeypatch.setattr(download, "fetch_all", watched)
+    run_pack(project, direct)
+    assert beside == [[]]  # every package fetched, none of them as a file beside the archive
+    for name in ("pwrite", "copy_file_range", "sendfile"):
+        monkeypatch.delattr(os, name, raising=False)
+    gathered = tmp_path / "gathered.tar"
+    run_pack(project, gathered)
+    assert direct.read_bytes() == gathered.read_bytes()
+
+
 # -- output modes --------------------------------------------------------------------------------
 
 
@@ -330,7 +358,8 @@ PACK_SCRIPT = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from conda_pixi_pack.errors import PackError
-    from conda_pixi_pack.pack.output import OutputMode
+    from conda_pixi_pack.pack import download
+from conda_pixi_pack.pack.output import OutputMode
     from conda_pixi_pack.pack.pipeline import PackOptions, pack
     from conda_pixi_pack.pack.sources.lockfile import LockSource
     args = json.loads(sys.argv[1])
