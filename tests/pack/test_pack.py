@@ -358,8 +358,7 @@ PACK_SCRIPT = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from conda_pixi_pack.errors import PackError
-    from conda_pixi_pack.pack import download
-from conda_pixi_pack.pack.output import OutputMode
+    from conda_pixi_pack.pack.output import OutputMode
     from conda_pixi_pack.pack.pipeline import PackOptions, pack
     from conda_pixi_pack.pack.sources.lockfile import LockSource
     args = json.loads(sys.argv[1])
