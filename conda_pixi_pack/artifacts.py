@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from conda_pixi_pack.errors import PackError
-from conda_pixi_pack.fileio import CHUNK_SIZE, copy_range
+from conda_pixi_pack.fileio import CHUNK_SIZE, copy_range, pread
 from conda_pixi_pack.format import CHANNEL_DIR, DAMAGED_HINT
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def read_package(path: Path, extent: Extent | None) -> Iterator[bytes]:
     with open(extent.file, "rb") as f:
         offset, end = extent.offset, extent.offset + extent.size
         while offset < end:
-            chunk = os.pread(f.fileno(), min(CHUNK_SIZE, end - offset), offset)
+            chunk = pread(f.fileno(), min(CHUNK_SIZE, end - offset), offset)
             if not chunk:
                 raise cut_short_error()
             offset += len(chunk)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, BinaryIO, Final
 
@@ -88,8 +89,37 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+#: Serialises the seek-then-read (or write) where the platform has no positioned I/O (Windows).
+_SEEK_LOCK = threading.Lock()
+
+
+def pread(fd: int, count: int, offset: int) -> bytes:
+    """``os.pread``; where it is missing (Windows), a seek and a read under a lock that leave the
+    descriptor's position as it was (a file object may be reading the same descriptor)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, count, offset)
+    with _SEEK_LOCK:
+        position = os.lseek(fd, 0, os.SEEK_CUR)
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.read(fd, count)
+        finally:
+            os.lseek(fd, position, os.SEEK_SET)
+
+
 def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` of ``fd`` (``os.pwrite``, or a seek and writes under
+    a lock where the platform lacks it), leaving the descriptor's position as it was."""
     view = memoryview(data)
+    if not hasattr(os, "pwrite"):
+        with _SEEK_LOCK:
+            position = os.lseek(fd, 0, os.SEEK_CUR)
+            try:
+                os.lseek(fd, offset, os.SEEK_SET)
+                write_all(fd, view)
+            finally:
+                os.lseek(fd, position, os.SEEK_SET)
+        return
     while view:
         done = os.pwrite(fd, view, offset)
         view = view[done:]
@@ -121,7 +151,7 @@ def copy_range(src: int, dst: int, offset: int, size: int) -> None:
                 # copied, the next method starts from the same offset
                 methods.pop(0)
         if done is None:
-            data = os.pread(src, min(count, CHUNK_SIZE), offset)
+            data = pread(src, min(count, CHUNK_SIZE), offset)
             write_all(dst, data)
             done = len(data)
         if done == 0:
@@ -148,7 +178,7 @@ def copy_to_offset(src: int, dst: int, size: int, offset: int) -> None:
                     raise
                 kernel = False  # not between these files: nothing was copied, Python takes over
         if done is None:
-            data = os.pread(src, min(count, CHUNK_SIZE), copied)
+            data = pread(src, min(count, CHUNK_SIZE), copied)
             pwrite_all(dst, data, offset + copied)
             done = len(data)
         if done == 0:

@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Protocol
 
 from conda_pixi_pack.artifacts import Hasher, file_mismatch
-from conda_pixi_pack.fileio import CHUNK_SIZE, copy_to_offset, create_new, place, pwrite_all, temp_path
+from conda_pixi_pack.fileio import CHUNK_SIZE, copy_to_offset, create_new, place, pread, pwrite_all, temp_path
 from conda_pixi_pack.pack.cache import stamp_matches
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ def _fill(slot: Slot, fd: int, source: Path) -> None:
 def _hashes_right(fd: int, artifact: Artifact) -> bool:
     hasher = Hasher(artifact)
     offset = 0
-    while chunk := os.pread(fd, CHUNK_SIZE, offset):
+    while chunk := pread(fd, CHUNK_SIZE, offset):
         hasher.update(chunk)
         offset += len(chunk)
     return hasher.mismatch() is None

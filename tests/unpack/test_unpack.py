@@ -110,6 +110,20 @@ def test_unpacks_a_pixi_pack_pack(tmp_path: Path, basic_pack: Path) -> None:
     assert sum(line.startswith("+") for line in history) == len(BASIC)
 
 
+def test_unpacks_without_positioned_io_as_on_windows(
+    tmp_path: Path, basic_pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows has no ``os.pread``/``os.pwrite``, kernel copies or named pipes: the packages are
+    read out of the pack with a seek and a read (the descriptor's position kept), and the
+    environment is the same."""
+    for name in ("pread", "pwrite", "copy_file_range", "sendfile", "splice", "mkfifo"):
+        monkeypatch.delattr(os, name, raising=False)
+    env = unpack(rattler_options(basic_pack, tmp_path / "out")).prefix
+    assert (env / "bin" / "prefixed").read_text() == f'#!/bin/sh\necho "{env}"\n'
+    assert (env / "share" / "prefixed" / "data.bin").read_bytes() == bytes(range(256))
+    assert len(list((env / "conda-meta").glob("*.json"))) == len(BASIC)
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_activation_script_in_a_real_bash(tmp_path: Path, basic_pack: Path) -> None:
     out = tmp_path / "out"
