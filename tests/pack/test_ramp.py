@@ -59,6 +59,7 @@ def test_busy_cores_halve_the_number_down_to_two() -> None:
     assert gate.limit == 16
     clocks.run(WINDOW, cores_busy=2 * BUSY_SHARE)  # both cores, at the threshold
     gate.answered()
+    gate.answered()  # the same window: its measure was of 16, not of 8
     assert gate.limit == 8
     for _ in range(5):
         clocks.run(WINDOW, cores_busy=1.9)

@@ -12,7 +12,8 @@ long as curl's. So each origin (scheme, host, port) starts with :data:`INITIAL_T
 - a server that closes every connection after one answer keeps :data:`INITIAL_TRANSFERS` at
   most (see :meth:`Gate.answered`);
 - while this process keeps the cores it may use busy (:class:`CpuMeter`), the number does not
-  grow, and each answer halves it, down to :data:`BUSY_TRANSFERS` (answers that come before
+  grow, and it halves once per busy :data:`METER_WINDOW`, down to :data:`BUSY_TRANSFERS` (a
+  burst of answers in one window halves it once; answers that come before
   the first measure, :data:`METER_WINDOW` in, count once it is taken). More transfers only help
   while each is held back by the network (latency, a per-connection limit); where the cores are
   the limit (hashing, TLS, the copies), more of them only add work: threads contending for the
@@ -69,6 +70,8 @@ class CpuMeter:
         self._lock = threading.Lock()
         self._last = (self._wall(), self._cpu())
         self._busy: bool | None = None
+        #: Windows measured so far (a halving per window: see Gate._settle).
+        self.windows = 0
 
     def busy(self) -> bool | None:
         with self._lock:
@@ -77,6 +80,7 @@ class CpuMeter:
             if elapsed >= METER_WINDOW:
                 self._busy = (cpu - self._last[1]) / (elapsed * self.cores) >= BUSY_SHARE
                 self._last = (wall, cpu)
+                self.windows += 1
             return self._busy
 
 
@@ -109,8 +113,10 @@ class Gate:
         self.closed_answers = 0
         self.kept_alive = False
         self._credit = 0.0
-        #: Answers not yet turned into growth (see :meth:`_settle`).
+        #: Answers not yet turned into growth (see :meth:`_settle`), and the meter's window of
+        #: the last halving.
         self._answers = 0
+        self._halved_in = -1
         self._changed = threading.Condition()
 
     @contextlib.contextmanager
@@ -147,7 +153,8 @@ class Gate:
 
     def answered(self, closes: bool = False) -> None:
         """The server answered (an answer's head, or rattler's first byte): one more transfer may
-        run, one per round past a back-off; while the cores are busy, half as many instead.
+        run, one per round past a back-off; while the cores are busy, half as many instead (once
+        per measured window).
         ``closes`` when it will close the connection after this answer.
 
         A server that does so every time (HTTP/1.0 as ``python -m http.server`` speaks it,
@@ -177,7 +184,10 @@ class Gate:
             return
         answers, self._answers = self._answers, 0
         if busy:
-            self.limit = max(min(BUSY_TRANSFERS, self.limit), self.limit // 2)
+            assert self.meter is not None
+            if self.meter.windows != self._halved_in:  # once per busy window: the number measured
+                self._halved_in = self.meter.windows  # is the one before this halving
+                self.limit = max(min(BUSY_TRANSFERS, self.limit), self.limit // 2)
             return
         for _ in range(answers):
             if self.limit >= self.cap:
