@@ -93,32 +93,34 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 _SEEK_LOCK = threading.Lock()
 
 
-def pread(fd: int, count: int, offset: int) -> bytes:
-    """``os.pread``; where it is missing (Windows), a seek and a read under a lock that leave the
-    descriptor's position as it was (a file object may be reading the same descriptor)."""
-    if hasattr(os, "pread"):
-        return os.pread(fd, count, offset)
+@contextmanager
+def _seeked(fd: int, offset: int) -> Iterator[None]:
+    """``fd`` at ``offset`` for the block, under a lock, its position restored afterwards (a file
+    object may be reading the same descriptor): positioned I/O where the platform has none."""
     with _SEEK_LOCK:
         position = os.lseek(fd, 0, os.SEEK_CUR)
         try:
             os.lseek(fd, offset, os.SEEK_SET)
-            return os.read(fd, count)
+            yield
         finally:
             os.lseek(fd, position, os.SEEK_SET)
 
 
+def pread(fd: int, count: int, offset: int) -> bytes:
+    """``os.pread``; where it is missing (Windows), a seek and a read (see :func:`_seeked`)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, count, offset)
+    with _seeked(fd, offset):
+        return os.read(fd, count)
+
+
 def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` of ``fd`` (``os.pwrite``, or a seek and writes under
-    a lock where the platform lacks it), leaving the descriptor's position as it was."""
+    """Write all of ``data`` at ``offset`` of ``fd``: ``os.pwrite``, or where it is missing
+    (Windows) a seek and writes (see :func:`_seeked`)."""
     view = memoryview(data)
     if not hasattr(os, "pwrite"):
-        with _SEEK_LOCK:
-            position = os.lseek(fd, 0, os.SEEK_CUR)
-            try:
-                os.lseek(fd, offset, os.SEEK_SET)
-                write_all(fd, view)
-            finally:
-                os.lseek(fd, position, os.SEEK_SET)
+        with _seeked(fd, offset):
+            write_all(fd, view)
         return
     while view:
         done = os.pwrite(fd, view, offset)

@@ -119,7 +119,7 @@ class Cache:
         except FileNotFoundError:
             problem, after = "gone", None
         # Stamp or discard only what was checked: another pack may just have replaced it.
-        unchanged = after is not None and _identity(after) == _identity(before)
+        unchanged = after is not None and file_identity(after) == file_identity(before)
         if problem is None:
             if unchanged:
                 write_stamp(path, artifact, before)
@@ -190,7 +190,7 @@ def stamp_path(entry: Path) -> Path:
     return entry.with_name(f".{entry.name}{STAMP_SUFFIX}")
 
 
-def _identity(st: os.stat_result) -> list[int]:
+def file_identity(st: os.stat_result) -> list[int]:
     """What any write, truncation or replacement of a file changes (ctime is not used: a hard
     link into a pack changes it on every hit)."""
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
@@ -214,7 +214,7 @@ def write_stamp(entry: Path, artifact: Artifact, verified: os.stat_result) -> No
     document = {
         "version": STAMP_VERSION,
         "checksum": list(checksum) if checksum else None,
-        "file": _identity(verified),
+        "file": file_identity(verified),
     }
     stamp = stamp_path(entry)
     temp = temp_path(stamp)
@@ -239,6 +239,6 @@ def stamp_matches(entry: Path, artifact: Artifact, current: os.stat_result) -> b
     if not isinstance(document, dict) or document.get("version") != STAMP_VERSION:
         return False
     checksum = _verified_checksum(artifact)
-    return document.get("file") == _identity(current) and document.get("checksum") == (
+    return document.get("file") == file_identity(current) and document.get("checksum") == (
         list(checksum) if checksum else None
     )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from conda_pixi_pack.artifacts import Hasher, file_mismatch
 from conda_pixi_pack.fileio import CHUNK_SIZE, copy_to_offset, create_new, place, pread, pwrite_all, temp_path
-from conda_pixi_pack.pack.cache import stamp_matches
+from conda_pixi_pack.pack.cache import file_identity, stamp_matches
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -227,11 +227,7 @@ def _vouched_for(
     stamp matched when there is one: no second read of the stamp)."""
     if vouched is None:
         return stamp_matches(entry, artifact, current)
-    return _identity(current) == _identity(vouched)
-
-
-def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    return file_identity(current) == file_identity(vouched)
 
 
 def _fill(slot: Slot, fd: int, source: Path) -> None:

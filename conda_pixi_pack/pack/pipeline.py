@@ -25,7 +25,7 @@ from conda_pixi_pack import format as layout
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.fileio import remove_uninterrupted
 from conda_pixi_pack.pack import cache, download, inject, package_caches, supply, unpacker
-from conda_pixi_pack.pack.destination import SlotDestination
+from conda_pixi_pack.pack.destination import FolderDestination, SlotDestination
 from conda_pixi_pack.pack.output import OutputMode, default_output, file_url_path, plan_output
 from conda_pixi_pack.pack.sources.lockfile import LockSource
 from conda_pixi_pack.pack.urls import public_url
@@ -75,6 +75,11 @@ class PackOptions:
     ignore_missing: bool = False
     #: Say what would be packed and where each file would come from; fetch and write nothing.
     dry_run: bool = False
+
+    @property
+    def network(self) -> download.NetworkSettings:
+        """The network settings every fetch of this pack uses (packages, the embedded installer)."""
+        return download.NetworkSettings(auth_file=self.auth_file, config_file=self.config_file)
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,7 @@ def _assemble_in_place(
         supply.fetch(
             parts.supplies,
             destination,
-            network=download.NetworkSettings(auth_file=options.auth_file, config_file=options.config_file),
+            network=options.network,
             cache_dir=options.cache_dir,
             reporter=reporter,
         )
@@ -294,9 +299,13 @@ def _facts(
     names = {str(c.record["name"]) for c in conda} | injection.conda_names
     embedded = None
     if options.unpacker is not None:
-        network = download.NetworkSettings(auth_file=options.auth_file, config_file=options.config_file)
         embedded = unpacker.resolve(
-            options.unpacker, platform, work, network=network, cache_dir=options.cache_dir, reporter=reporter
+            options.unpacker,
+            platform,
+            work,
+            network=options.network,
+            cache_dir=options.cache_dir,
+            reporter=reporter,
         )
     return ScriptFacts(
         platform=platform,
@@ -341,8 +350,8 @@ def _fetch(
     fetch_root = root / FETCH_DIR
     fetched = supply.fetch(
         supplies,
-        fetch_root,
-        network=download.NetworkSettings(auth_file=options.auth_file, config_file=options.config_file),
+        FolderDestination(fetch_root),
+        network=options.network,
         cache_dir=options.cache_dir,
         reporter=reporter,
     )

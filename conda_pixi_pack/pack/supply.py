@@ -8,23 +8,22 @@ local file). :func:`plan` decides without writing anything (``pack --dry-run`` s
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from conda_pixi_pack.artifacts import file_mismatch
 from conda_pixi_pack.pack import download, package_caches
 from conda_pixi_pack.pack.cache import stamp_matches
-from conda_pixi_pack.pack.destination import Destination, FolderDestination
 from conda_pixi_pack.pack.urls import public_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from pathlib import Path
 
     from conda_pixi_pack.artifacts import Artifact
+    from conda_pixi_pack.pack.destination import Destination
     from conda_pixi_pack.progress import Reporter
 
 #: Where a file comes from, as the summary and ``--dry-run`` name it.
@@ -94,17 +93,15 @@ def _cached(artifact: Artifact, cache_dir: Path | None) -> Path | None:
 
 def fetch(
     supplies: Sequence[Supply],
-    destination: Path | Destination,
+    destination: Destination,
     *,
     network: download.NetworkSettings,
     cache_dir: Path | None,
     reporter: Reporter,
 ) -> dict[str, Path]:
-    """Put every file at ``destination/<relative path>`` (or into its slot of the archive):
+    """Put every file at its place in ``destination`` (a folder, or its slot of the archive):
     package-cache archives linked (or copied), the rest through the fetcher (``--use-cache``
     entries, downloads, local copies). Returns the paths of the files (none for slots)."""
-    if isinstance(destination, (str, os.PathLike)):
-        destination = FolderDestination(Path(destination))
     for item in supplies:
         if item.origin == PACKAGE_CACHE and item.path is not None:
             try:
