@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -235,6 +234,8 @@ def report_error(exc: BaseException, output: Output, code: int, line: str) -> in
     is only the message, the hint only the hint.
     """
     if output.verbosity:
+        import traceback  # only for -v: 3 ms of every start otherwise
+
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     if output.json:
         name = type(exc).__name__

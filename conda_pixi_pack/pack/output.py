@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from conda_pixi_pack.errors import PackError
-from conda_pixi_pack.pack.writers import executable, folder, tar
+from conda_pixi_pack.pack.writers import folder, tar
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -54,6 +54,8 @@ def default_output(mode: OutputMode, platform: str) -> Path | None:
     if mode is OutputMode.STREAM:
         return None
     if mode is OutputMode.EXECUTABLE:
+        from conda_pixi_pack.pack.writers import executable  # the script's writer: only its packs
+
         return Path(executable.default_name(platform))
     return Path("environment" if mode is OutputMode.FOLDER else "environment.tar")
 
@@ -132,6 +134,8 @@ class _Renamed(Output):
             return folder.write_tree(staging, self.target)
         reporter.info(f"Writing {self.target}")
         if self.mode is OutputMode.EXECUTABLE:
+            from conda_pixi_pack.pack.writers import executable
+
             return executable.write_executable(staging, self.target, facts, reporter)
         return tar.write_archive(staging, self.target, reporter)
 

@@ -11,7 +11,7 @@ environment can be made with the network off.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -49,20 +49,41 @@ def package_cache_dirs() -> list[Path]:
 def find(wanted: Sequence[tuple[Artifact, Sequence[Path]]], directories: Sequence[Path]) -> dict[str, Path]:
     """``relative_path -> archive`` for every artifact a package cache holds exactly: its
     ``local_copies`` first, then ``<dir>/<file name>`` in each cache. Only artifacts with a
-    checksum are looked for (without one, nothing says it is the same file)."""
+    checksum are looked for (without one, nothing says it is the same file).
 
-    def one(item: tuple[Artifact, Sequence[Path]]) -> tuple[str, Path | None]:
-        artifact, copies = item
-        for candidate in [*copies, *(directory / artifact.file_name for directory in directories)]:
-            if _matches(candidate, artifact):
-                return artifact.relative_path, candidate
-        return artifact.relative_path, None
-
-    eligible = [item for item in wanted if item[0].sha256 or item[0].md5]
-    if not eligible:
+    Files of the right size are found first with a ``stat`` each; only those are hashed, in
+    threads. (A cold pack usually finds none, and starting threads to learn that would cost
+    more than the look itself.)"""
+    candidates = [
+        (artifact, found)
+        for artifact, copies in wanted
+        if (artifact.sha256 or artifact.md5)
+        and (found := _sized([*copies, *(d / artifact.file_name for d in directories)], artifact))
+    ]
+    if not candidates:
         return {}
+
+    def one(item: tuple[Artifact, list[Path]]) -> tuple[str, Path | None]:
+        artifact, paths = item
+        return artifact.relative_path, next((p for p in paths if _matches(p, artifact)), None)
+
+    from concurrent.futures import ThreadPoolExecutor  # 4 ms, for the packs that find something
+
     with ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="conda-pixi-pack-pkgs") as pool:
-        return {path: found for path, found in pool.map(one, eligible) if found is not None}
+        return {path: found for path, found in pool.map(one, candidates) if found is not None}
+
+
+def _sized(paths: Sequence[Path], artifact: Artifact) -> list[Path]:
+    """The regular files among ``paths`` whose size is the artifact's (any size if not known)."""
+    found = []
+    for path in paths:
+        try:
+            info = path.stat()
+        except (OSError, ValueError):  # missing, unreadable, or a name the system refuses
+            continue
+        if stat.S_ISREG(info.st_mode) and (artifact.size is None or info.st_size == artifact.size):
+            found.append(path)
+    return found
 
 
 def _matches(candidate: Path, artifact: Artifact) -> bool:

@@ -119,6 +119,26 @@ def test_a_transient_fault_is_retried_into_the_same_pack(
     assert_cache_verified(cache, project)
 
 
+@pytest.mark.parametrize("framing", ["chunked", "until-close"])
+def test_bodies_framed_without_a_length_pack_the_same(
+    faults: FaultServer,
+    project: Path,
+    reference: bytes,
+    sample_channel: Channel,
+    tmp_path: Path,
+    framing: str,
+) -> None:
+    """A server may send a body in chunks, or without a length up to its close: every file is
+    read whole, once, and the connections that stay open serve the next file."""
+    for name in NAMES:
+        faults.always(sample_channel.relpath(name), framing)
+    out = tmp_path / "environment.tar"
+    done = run_cli("pack", str(project), "-p", "linux-64", "-o", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == reference
+    assert sorted(faults.requests) == sorted(sample_channel.relpath(n) for n in NAMES)
+
+
 PERMANENT = {
     "503-always": ("503", r"HTTP 503 downloading prefixed 2\.0 h1_0 from http://127\.0\.0\.1:\d+/"),
     "reset-mid-body-always": ("reset", r"download of prefixed 2\.0 h1_0 from http://\S+ failed: "),

@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 
 #: Bytes per write when streaming a file.
 CHUNK: Final = 64 * 1024
-#: What each fault does; ``ok`` serves the file.
-FAULTS: Final = ("ok", "503", "reset", "short", "corrupt", "html")
+#: What each fault does; ``ok`` serves the file. ``chunked`` and ``until-close`` serve it whole
+#: in the other two framings of HTTP/1.1 (``Transfer-Encoding: chunked``; no length, the end of
+#: the body is the connection's close), which a client must read as well as ``Content-Length``.
+FAULTS: Final = ("ok", "503", "reset", "short", "corrupt", "html", "chunked", "until-close")
 #: The page a captive portal or a misconfigured proxy answers with, status 200.
 HTML_PAGE: Final = (
     b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head>"
@@ -157,8 +159,20 @@ class FaultServer:
         data = target.read_bytes()
         handler.send_response(200)
         handler.send_header("Content-Type", "application/octet-stream")
-        handler.send_header("Content-Length", str(len(data)))
+        if fault == "chunked":
+            handler.send_header("Transfer-Encoding", "chunked")
+        elif fault == "until-close":
+            handler.close_connection = True
+        else:
+            handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
+        if fault == "chunked":
+            for start in range(0, len(data), CHUNK):
+                piece = data[start : start + CHUNK]
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+            return
         if fault == "corrupt":
             data = bytes(255 - b for b in data)  # same length, every byte wrong
         cut = len(data) // 2 if fault in ("reset", "short") else len(data)
@@ -175,7 +189,7 @@ class FaultServer:
             handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             handler.close_connection = True
             handler.connection.close()
-        elif fault == "short":  # FIN: a clean end of stream before Content-Length bytes came
+        elif fault in ("short", "until-close"):  # FIN: the end of the stream
             handler.close_connection = True
             handler.connection.shutdown(socket.SHUT_WR)
 

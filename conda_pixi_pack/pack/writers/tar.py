@@ -17,7 +17,6 @@ import errno
 import os
 import tarfile
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
@@ -347,6 +346,8 @@ def _write_in_place(plan: _Plan, fd: int, reporter: Reporter | None) -> int | No
     if reporter is not None:
         copies.task = reporter.task("Writing pack", sum(entry.size for entry, _ in bodies), unit="B")
         copies.task.advance(jobs[0][3] if jobs else 0)
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait  # not for in-place packs
+
     try:
         with ThreadPoolExecutor(COPY_WORKERS, thread_name_prefix="conda-pixi-pack-copy") as pool:
             futures = [pool.submit(copies.copy, job) for job in jobs[1:]]
