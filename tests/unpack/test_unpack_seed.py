@@ -402,3 +402,28 @@ def test_a_package_damaged_inside_is_named_as_damaged_after_no_stage_said_done(
         "it with --use-cache, clear that cache first))"
     )
     assert not any("Verifying packages: done" in line for line in lines), done.stderr
+
+
+def test_an_answer_that_came_with_the_previous_one_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a request ahead, a worker's answers may arrive in one read (a request refused at once,
+    without the pipe being opened, right after the previous answer). The second is then waiting in
+    the worker's own buffer, where ``select`` on the pipe cannot see it: it must still count as
+    answered, or the feeder would wait for the pipe to be opened for ever."""
+    two_at_once = (
+        "import sys\n"
+        "for line in sys.stdin.buffer:\n"
+        "    sys.stdout.buffer.write(b'error\\tfirst\\nerror\\tsecond\\n')\n"
+        "    sys.stdout.buffer.flush()\n"
+    )
+    monkeypatch.setattr(seed, "WORKER_CODE", two_at_once)
+    worker = seed._Worker(tmp_path)
+    try:
+        worker.request(tmp_path / "a.conda", tmp_path / "a")
+        assert worker.answer() == "first"
+        assert worker.answered(0.0)  # the pipe is empty by now: the line is in hand
+        assert worker.answer() == "second"
+        assert not worker.answered(0.2)
+    finally:
+        worker.stop(kill=True)

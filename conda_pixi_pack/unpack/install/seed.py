@@ -97,6 +97,10 @@ class _Worker:
             raise SeedUnavailable(f"cannot start an extraction process: {exc}") from exc
         self.stdin: IO[bytes] = self.process.stdin  # type: ignore[assignment]
         self.stdout: IO[bytes] = self.process.stdout  # type: ignore[assignment]
+        #: Answer bytes read but not yet taken. Read here, not through ``stdout``'s buffer: with a
+        #: request ahead, two answers may arrive together, and a line held in that buffer would
+        #: be invisible to :meth:`answered` (``select`` sees the pipe only).
+        self._unread = b""
 
     def request(self, source: Path, destination: Path) -> None:
         try:
@@ -107,14 +111,27 @@ class _Worker:
 
     def answer(self) -> tuple[str, str] | str:
         """``(sha256, md5)`` of the archive just extracted, or rattler's error message."""
-        line = self.stdout.readline().decode("utf-8", "replace")
-        if not line:
-            raise _WorkerGone
-        kind, _, rest = line.rstrip("\n").partition("\t")
+        while b"\n" not in self._unread:
+            try:
+                chunk = os.read(self.stdout.fileno(), 4096)
+            except (OSError, ValueError):
+                chunk = b""
+            if not chunk:
+                raise _WorkerGone
+            self._unread += chunk
+        raw, _, self._unread = self._unread.partition(b"\n")
+        kind, _, rest = raw.decode("utf-8", "replace").partition("\t")
         if kind == "ok":
             sha256, _, md5 = rest.partition("\t")
             return sha256, md5
         return rest
+
+    def answered(self, timeout: float) -> bool:
+        """Whether an answer waits to be taken, within ``timeout`` seconds."""
+        if b"\n" in self._unread:
+            return True
+        ready, _, _ = select.select([self.stdout], [], [], timeout)
+        return bool(ready)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -146,8 +163,7 @@ def _open_writer(fifo: Path, worker: _Worker) -> int | None:
             return fd
         if not worker.alive():
             raise _WorkerGone
-        answered, _, _ = select.select([worker.stdout], [], [], OPEN_RETRY)
-        if answered:
+        if worker.answered(OPEN_RETRY):
             return None
 
 
