@@ -616,7 +616,7 @@ class _Body:
     Why not ``response.readinto``: http.client reads through a buffered file over ``SocketIO``,
     and over TLS that is three Python calls under the GIL for every 16 KiB record (a record is
     all one ``SSL_read`` returns). Straight from the socket it is one; an HTTPS pack of the
-    benchmark's 391 MB took ~7% less time on 2 cores. A body without a ``Content-Length``
+    benchmark's 391 MB took ~5% less time on 2 cores. A body without a ``Content-Length``
     (chunked, or up to the close) is read by http.client, which knows those framings.
     """
 
