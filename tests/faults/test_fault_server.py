@@ -62,6 +62,38 @@ def test_a_body_is_cut_after_full_headers(server: FaultServer, fault: str, error
     assert server.count("linux-64/a.conda") == 1
 
 
+@pytest.mark.parametrize(
+    ("framing", "header", "value"),
+    [("chunked", "Transfer-Encoding", "chunked"), ("until-close", "Connection", "close")],
+)
+def test_a_body_framed_without_a_length_is_whole(
+    server: FaultServer, framing: str, header: str, value: str
+) -> None:
+    server.always("linux-64/a.conda", framing)
+    connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=10)
+    try:
+        connection.request("GET", "/linux-64/a.conda")
+        response = connection.getresponse()
+        assert response.getheader("Content-Length") is None
+        assert (response.getheader(header) or "").lower() == value
+        assert response.read() == DATA
+    finally:
+        connection.close()
+
+
+def test_a_stall_sends_half_the_body_then_nothing(server: FaultServer) -> None:
+    server.always("linux-64/a.conda", "stall")
+    connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=0.5)
+    try:
+        connection.request("GET", "/linux-64/a.conda")
+        response = connection.getresponse()
+        assert response.read(len(DATA) // 2) == DATA[: len(DATA) // 2]
+        with pytest.raises(TimeoutError):
+            response.read(1)
+    finally:
+        connection.close()
+
+
 def test_requests_in_flight_are_counted(tmp_path: Path, ledger: Ledger) -> None:
     ledger.cases = 0
     (tmp_path / "f").write_bytes(b"x")

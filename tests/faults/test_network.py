@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 from typing import TYPE_CHECKING, Final
 
 import pytest
@@ -30,7 +31,7 @@ from tests.faults.helpers import (
     write_fake_lock,
 )
 from tests.support.channel import record_for, write_lock, write_project
-from tests.support.fault_server import FaultServer
+from tests.support.fault_server import STALL_SECONDS, FaultServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -117,6 +118,30 @@ def test_a_transient_fault_is_retried_into_the_same_pack(
     assert faults.count(relpath) == requests
     assert temp_leftovers(tmp_path) == []
     assert_cache_verified(cache, project)
+
+
+def test_a_body_that_stops_midway_is_given_up_after_the_read_timeout_and_retried(
+    faults: FaultServer,
+    project: Path,
+    reference: bytes,
+    sample_channel: Channel,
+    tmp_path: Path,
+) -> None:
+    """Half the body, then silence with the connection open: the read timeout of ``--config``
+    ends the wait (not the server's own close), the file is asked again, the pack is whole."""
+    relpath = sample_channel.relpath(FAULTY)
+    faults.script(relpath, "stall")
+    config = tmp_path / "config.toml"
+    config.write_text("remote-read-timeout-secs = 0.5\n")
+    out = tmp_path / "environment.tar"
+    started = time.monotonic()
+    done = run_cli("pack", str(project), "-p", "linux-64", "-o", str(out), "--config", str(config), "-q")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == reference
+    assert faults.count(relpath) == 2
+    assert elapsed < STALL_SECONDS / 2, elapsed  # the timeout ended it, not the server
+    assert "no data from" in done.stderr  # said as a warning before the retry
 
 
 @pytest.mark.parametrize("framing", ["chunked", "until-close"])

@@ -27,7 +27,10 @@ CHUNK: Final = 64 * 1024
 #: What each fault does; ``ok`` serves the file. ``chunked`` and ``until-close`` serve it whole
 #: in the other two framings of HTTP/1.1 (``Transfer-Encoding: chunked``; no length, the end of
 #: the body is the connection's close), which a client must read as well as ``Content-Length``.
-FAULTS: Final = ("ok", "503", "reset", "short", "corrupt", "html", "chunked", "until-close")
+#: ``stall`` sends half the body, then nothing for :data:`STALL_SECONDS` (the connection open).
+FAULTS: Final = ("ok", "503", "reset", "short", "corrupt", "html", "chunked", "until-close", "stall")
+#: How long a ``stall`` keeps silent before it closes the connection (seconds).
+STALL_SECONDS: Final = 10.0
 #: The page a captive portal or a misconfigured proxy answers with, status 200.
 HTML_PAGE: Final = (
     b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head>"
@@ -162,6 +165,7 @@ class FaultServer:
         if fault == "chunked":
             handler.send_header("Transfer-Encoding", "chunked")
         elif fault == "until-close":
+            handler.send_header("Connection", "close")
             handler.close_connection = True
         else:
             handler.send_header("Content-Length", str(len(data)))
@@ -175,7 +179,7 @@ class FaultServer:
             return
         if fault == "corrupt":
             data = bytes(255 - b for b in data)  # same length, every byte wrong
-        cut = len(data) // 2 if fault in ("reset", "short") else len(data)
+        cut = len(data) // 2 if fault in ("reset", "short", "stall") else len(data)
         view = memoryview(data)[:cut]
         for start in range(0, len(view), CHUNK):
             if self._stop.is_set():
@@ -185,7 +189,10 @@ class FaultServer:
                 time.sleep(self.chunk_delay)
             handler.wfile.write(view[start : start + CHUNK])
         handler.wfile.flush()
-        if fault == "reset":  # RST: SO_LINGER with a zero timeout makes close() abort
+        if fault == "stall":  # silence, the connection open, until the client gives up or we stop
+            self._stop.wait(STALL_SECONDS)
+            handler.close_connection = True
+        elif fault == "reset":  # RST: SO_LINGER with a zero timeout makes close() abort
             handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             handler.close_connection = True
             handler.connection.close()
