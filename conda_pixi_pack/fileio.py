@@ -128,22 +128,26 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         offset += done
 
 
-def copy_range(src: int, dst: int, offset: int, size: int) -> None:
+def copy_range(src: int, dst: int, offset: int, size: int, *, at: int | None = None) -> None:
     """Copy ``size`` bytes at ``offset`` of ``src`` to the position of ``dst``, in the kernel if it
     can: ``copy_file_range`` between files, ``sendfile`` into a pipe (or where that is refused),
     else ``pread``/``write``. Raises EOFError when ``src`` ends first.
 
+    With ``at``, the bytes go to that offset of the regular file ``dst`` instead, and no file
+    position moves (threads may fill several parts of one file at once): ``copy_file_range``
+    with explicit offsets, else ``pread``/``pwrite``.
+
     ``shutil.copyfileobj`` and friends copy whole files or go through Python buffers; these are
     the ranged copies the standard library has.
     """
-    methods = [m for m in KERNEL_COPY if hasattr(os, m)]
+    methods = [m for m in KERNEL_COPY if hasattr(os, m) and (at is None or m == "copy_file_range")]
     while size > 0:
         count = min(size, RANGE_CHUNK)
         done: int | None = None
         while methods and done is None:
             try:
                 if methods[0] == "copy_file_range":
-                    done = os.copy_file_range(src, dst, count, offset_src=offset)
+                    done = os.copy_file_range(src, dst, count, offset_src=offset, offset_dst=at)
                 else:
                     done = os.sendfile(dst, src, offset, count)
             except OSError as exc:
@@ -154,38 +158,17 @@ def copy_range(src: int, dst: int, offset: int, size: int) -> None:
                 methods.pop(0)
         if done is None:
             data = pread(src, min(count, CHUNK_SIZE), offset)
-            write_all(dst, data)
+            if at is None:
+                write_all(dst, data)
+            else:
+                pwrite_all(dst, data, at)
             done = len(data)
         if done == 0:
             raise EOFError("unexpected end of data")
         offset += done
         size -= done
-
-
-def copy_to_offset(src: int, dst: int, size: int, offset: int) -> None:
-    """Copy the first ``size`` bytes of ``src`` to ``offset`` of the regular file ``dst``, in the
-    kernel where it can (``copy_file_range`` with explicit offsets: neither file position moves,
-    so threads may fill several parts of one file at once), else ``pread``/``pwrite``. Raises
-    EOFError when ``src`` ends first."""
-    copied = 0
-    kernel = hasattr(os, "copy_file_range")
-    while copied < size:
-        count = min(size - copied, RANGE_CHUNK)
-        done: int | None = None
-        if kernel:
-            try:
-                done = os.copy_file_range(src, dst, count, copied, offset + copied)
-            except OSError as exc:
-                if exc.errno not in UNSUPPORTED_COPY:
-                    raise
-                kernel = False  # not between these files: nothing was copied, Python takes over
-        if done is None:
-            data = pread(src, min(count, CHUNK_SIZE), copied)
-            pwrite_all(dst, data, offset + copied)
-            done = len(data)
-        if done == 0:
-            raise EOFError("unexpected end of data")
-        copied += done
+        if at is not None:
+            at += done
 
 
 def fsync_dir(directory: Path) -> None:

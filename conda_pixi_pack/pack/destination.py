@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Protocol
 
 from conda_pixi_pack.artifacts import Hasher, file_mismatch
-from conda_pixi_pack.fileio import CHUNK_SIZE, copy_to_offset, create_new, place, pread, pwrite_all, temp_path
+from conda_pixi_pack.fileio import CHUNK_SIZE, copy_range, create_new, place, pread, pwrite_all, temp_path
 from conda_pixi_pack.pack.cache import file_identity, stamp_matches
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ def _vouched_for(
 def _fill(slot: Slot, fd: int, source: Path) -> None:
     if os.fstat(fd).st_size != slot.size:
         raise OSError(f"{source} is not the size the lock gives")
-    copy_to_offset(fd, slot.fd, slot.size, slot.offset)
+    copy_range(fd, slot.fd, 0, slot.size, at=slot.offset)
 
 
 def _hashes_right(fd: int, artifact: Artifact) -> bool:

@@ -296,7 +296,7 @@ def no_ranged_copy(monkeypatch: pytest.MonkeyPatch) -> None:
 def no_kernel_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make both kernel copies refuse (as on a file system or platform without them)."""
 
-    def refuse(*args: object) -> int:
+    def refuse(*args: object, **kwargs: object) -> int:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
@@ -489,11 +489,17 @@ def test_bodies_are_copied_by_the_kernel(tmp_path: Path, monkeypatch: pytest.Mon
 HOLES = ["channel/linux-64/b-1.0-0.conda", LONG_NAME, "channel/noarch/z-1.0-0.tar.bz2"]
 
 
-def test_an_archive_written_around_its_packages_is_the_same_archive(tmp_path: Path) -> None:
+@pytest.mark.parametrize("copy", ["kernel", "read-write-fallback"])
+def test_an_archive_written_around_its_packages_is_the_same_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy: str
+) -> None:
     """The headers and small files first, the packages filled into their slots afterwards (in
-    any order, as downloads finish): the very bytes of the archive of the whole tree."""
+    any order, as downloads finish): the very bytes of the archive of the whole tree, whether
+    the kernel copies the small files to their offsets or Python does."""
     full = make_tree(tmp_path / "full", TREE)
     archive.write_archive(full, tmp_path / "whole.tar")
+    if copy == "read-write-fallback":
+        no_kernel_copy(monkeypatch)
     bare = make_tree(tmp_path / "bare", {k: v for k, v in TREE.items() if k not in HOLES})
     target = tmp_path / "around.tar"
     with archive.archive_around(bare, target, {name: len(TREE[name]) for name in HOLES}) as holes:

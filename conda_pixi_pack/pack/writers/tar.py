@@ -27,7 +27,7 @@ from conda_pixi_pack.fileio import (
     KERNEL_COPY,
     UNSUPPORTED_COPY,
     atomic_file,
-    copy_to_offset,
+    copy_range,
     pwrite_all,
     write_all,
 )
@@ -444,7 +444,7 @@ def archive_around(root: Path, target: Path, holes: Mapping[str, int]) -> Iterat
                 continue
             with entry.path.open("rb", buffering=0) as source:
                 try:
-                    copy_to_offset(source.fileno(), fd, entry.size, offset)
+                    copy_range(source.fileno(), fd, 0, entry.size, at=offset)
                 except EOFError:
                     raise PackError(f"{entry.name} changed while the pack was written") from None
         yield result
