@@ -87,11 +87,9 @@ def _sized(paths: Sequence[Path], artifact: Artifact) -> list[Path]:
 
 
 def _matches(candidate: Path, artifact: Artifact) -> bool:
+    """Whether the file :func:`_sized` found is still a file and hashes right (``file_mismatch``
+    checks the size again: a cache is shared, and the file may have changed since)."""
     try:
-        if not candidate.is_file():
-            return False
-        if artifact.size is not None and candidate.stat().st_size != artifact.size:
-            return False
-        return file_mismatch(candidate, artifact) is None
-    except OSError:  # unreadable, or gone meanwhile: not a candidate
+        return candidate.is_file() and file_mismatch(candidate, artifact) is None
+    except OSError:  # unreadable, gone, or no longer a file meanwhile: not a candidate
         return False
