@@ -9,6 +9,8 @@ provenance (``conda list`` shows ``conda-forge``, ``conda list --explicit`` the 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -155,8 +157,36 @@ def parse_metadata(data: bytes) -> PackMetadata:
     return PackMetadata(FORMAT_VERSION, str(tool_version or "unknown"), platform, origins, writer_version)
 
 
+#: This machine's subdir by ``(sys.platform, machine)`` for a 64-bit interpreter, as rattler
+#: names it (its ``Platform.current()`` is the platform its binary was built for).
+KNOWN_PLATFORMS: Final = {
+    ("linux", "x86_64"): "linux-64",
+    ("linux", "aarch64"): "linux-aarch64",
+    ("linux", "ppc64le"): "linux-ppc64le",
+    ("darwin", "x86_64"): "osx-64",
+    ("darwin", "arm64"): "osx-arm64",
+    ("win32", "AMD64"): "win-64",
+    ("win32", "ARM64"): "win-arm64",
+}
+
+
 def current_platform() -> str:
-    """This machine's conda subdir, as rattler names it (``linux-64``, ``osx-arm64``, ...)."""
+    """This machine's conda subdir, as rattler names it (``linux-64``, ``osx-arm64``, ...).
+
+    The common ones from a table: importing rattler to ask it takes ~30 ms, which ``unpack``
+    would spend before its extraction processes start. Others (32-bit, s390x, FreeBSD...) are
+    rattler's answer.
+    """
+    if sys.maxsize > 2**32:
+        if hasattr(os, "uname"):
+            machine = os.uname().machine
+        else:
+            import platform
+
+            machine = platform.machine()
+        known = KNOWN_PLATFORMS.get((sys.platform, machine))
+        if known is not None:
+            return known
     from rattler import Subdir
 
     return str(Subdir.current())

@@ -120,3 +120,10 @@ def test_origins_with_odd_types_are_tolerated(tmp_path: Path) -> None:
     metadata = layout.read_metadata(tmp_path)
     assert metadata.origins == {"linux-64/a-1-0.conda": layout.Origin("https://x/a", None)}
     assert metadata.writer_version == "0.1.0"
+
+
+def test_the_current_platform_is_the_one_rattler_names() -> None:
+    """The table's answer (no rattler import) is rattler's, on whatever machine runs this."""
+    from rattler import Subdir
+
+    assert layout.current_platform() == str(Subdir.current())

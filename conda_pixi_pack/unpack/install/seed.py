@@ -39,7 +39,7 @@ from conda_pixi_pack.artifacts import (
     verify_checksum,
 )
 from conda_pixi_pack.errors import PackError
-from conda_pixi_pack.fileio import copy_range, remove_uninterrupted, write_atomically
+from conda_pixi_pack.fileio import copy_range, remove_uninterrupted
 from conda_pixi_pack.format import CONDA_SUFFIX, TAR_BZ2_SUFFIX
 from conda_pixi_pack.unpack.install.package_paths import extracted_paths, refuse_escaping
 
@@ -184,11 +184,15 @@ def _pump(pack: int, offset: int, size: int, fifo: Path, worker: _Worker) -> Non
 
 
 class _Seeding:
-    """Workers extracting a queue of packages into ``staging`` (pipes in ``pipes``), biggest first."""
+    """Workers extracting a queue of packages into ``staging`` (pipes in ``pipes``), biggest first;
+    each checked entry gets its metadata for ``cache`` beside it (:func:`_stage_metadata`)."""
 
-    def __init__(self, packages: list[PackedPackage], staging: Path, pipes: Path, task: Task) -> None:
+    def __init__(
+        self, packages: list[PackedPackage], staging: Path, pipes: Path, cache: Path, task: Task
+    ) -> None:
         self.packages = packages
         self.staging = staging
+        self.cache = cache
         self.pipes = pipes
         self.task = task
         self.jobs: queue.SimpleQueue[tuple[int, PackedPackage]] = queue.SimpleQueue()
@@ -282,6 +286,7 @@ class _Seeding:
 
     def _checked(self, package: PackedPackage, destination: Path, answer: tuple[str, str] | str) -> None:
         _check(package, answer, destination)
+        _stage_metadata(self.staging, self.cache, destination.name, expected_checksum(package))
         self.task.advance(package.size)
 
 
@@ -321,10 +326,10 @@ def seed_cache(packages: list[PackedPackage], cache: Path, reporter: Reporter) -
         _private_dir(Path(tempfile.gettempdir()), made)
         # validate.py left these checksums to this stage: its name says so
         task = reporter.task("Extracting and verifying packages", sum(p.size for p in todo), "B")
-        seeding = _Seeding(todo, made[0], made[1], task)
+        seeding = _Seeding(todo, made[0], made[1], cache, task)
         seeding.run(min(_usable_cpus(), MAX_WORKERS, len(todo)))
         for package in todo:
-            _place(made[0], cache, cache_entry_name(package.record), expected_checksum(package))
+            _place(made[0], cache, cache_entry_name(package.record))
         return {p.path for p in todo}
     except OSError as exc:  # the cache or temporary folder refuses something: the other way
         where = f" ({exc.filename})" if exc.filename else ""
@@ -365,12 +370,33 @@ def _remove_all(folders: list[Path]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _place(staging: Path, cache: Path, name: str, checksum: tuple[str, str]) -> None:
-    """Rename the verified entry ``name`` into the cache, with rattler's metadata for it.
+def _stage_metadata(staging: Path, cache: Path, name: str, checksum: tuple[str, str]) -> None:
+    """Write rattler's metadata file for the entry ``name`` beside it in ``staging``: the
+    revision (one more than any in ``cache`` before it) then the sha256; rattler's own cache
+    index, which the caller consults, reads it back.
 
-    An entry that appeared meanwhile (another installer) is theirs and stays as it is. rattler's
-    metadata file is the revision (one more than any before it) then the sha256; rattler's own
-    cache index, which the caller consults, reads it back.
+    Written as each package is checked, while the workers extract others: written by
+    :func:`_place` after the last one, the benchmark's 171 files took ~15 ms with nothing else
+    running.
+    """
+    algorithm, hexdigest = checksum
+    try:
+        old = (cache / f"{name}.lock").read_bytes()[:REVISION_BYTES]
+    except FileNotFoundError:
+        old = b""
+    revision = int.from_bytes(old, "big") + 1 if len(old) == REVISION_BYTES else 1
+    data = revision.to_bytes(REVISION_BYTES, "big")
+    if algorithm == "sha256":
+        data += bytes.fromhex(hexdigest)
+    (staging / f"{name}.lock").write_bytes(data)
+
+
+def _place(staging: Path, cache: Path, name: str) -> None:
+    """Rename the verified entry ``name`` into the cache, then its metadata (:func:`_stage_metadata`)
+    over any left there: each rename is atomic.
+
+    An entry that appeared meanwhile (another installer) is theirs and stays as it is, with its
+    metadata.
     """
     try:
         os.rename(staging / name, cache / name)
@@ -378,17 +404,7 @@ def _place(staging: Path, cache: Path, name: str, checksum: tuple[str, str]) -> 
         if (cache / name).is_dir():
             return
         raise SeedUnavailable(f"cannot place {name} in {cache}: {exc.strerror or exc}") from exc
-    algorithm, hexdigest = checksum
-    metadata = cache / f"{name}.lock"
-    try:
-        old = metadata.read_bytes()[:REVISION_BYTES]
-    except FileNotFoundError:
-        old = b""
-    revision = int.from_bytes(old, "big") + 1 if len(old) == REVISION_BYTES else 1
-    data = revision.to_bytes(REVISION_BYTES, "big")
-    if algorithm == "sha256":
-        data += bytes.fromhex(hexdigest)
-    write_atomically(metadata, data)
+    os.replace(staging / f"{name}.lock", cache / f"{name}.lock")
 
 
 def _sendable(path: Path) -> bool:
