@@ -19,7 +19,6 @@ pack, verified, and handed over as ``file://`` URLs instead. Beyond pixi-unpack:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import tempfile
@@ -29,12 +28,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
-
-from rattler import Channel, PathsJson, RepoData
-from rattler import install as rattler_install
-from rattler.install import InstallerReporter
-from rattler.networking import Client, MirrorMiddleware
-from rattler.package_cache import PackageCache
 
 from conda_pixi_pack import __version__
 from conda_pixi_pack.artifacts import fill_placeholders, package_label, verify_checksum
@@ -53,6 +46,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from rattler import RepoDataRecord
+    from rattler.networking import Client
 
     from conda_pixi_pack.artifacts import PackedPackage
     from conda_pixi_pack.progress import Reporter, Task
@@ -70,8 +64,9 @@ ANACONDA_ORG: Final = "https://conda.anaconda.org/"
 NOWHERE: Final = "file:///conda-pixi-pack-installs-offline/"
 
 
-class _Progress(InstallerReporter):
-    """Forwards rattler's link events to our Reporter and remembers failed post-link scripts."""
+class _Progress:
+    """Forwards rattler's link events to our Reporter and remembers failed post-link scripts
+    (rattler's ``InstallerReporter`` protocol: it calls the methods there are)."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -96,6 +91,8 @@ def _records(packages: list[PackedPackage]) -> list[tuple[PackedPackage, RepoDat
     wanted: dict[Path, dict[str, PackedPackage]] = {}
     for package in packages:
         wanted.setdefault(package.path.parent, {})[package.file_name] = package
+    from rattler import Channel, RepoData
+
     pairs: list[tuple[PackedPackage, RepoDataRecord]] = []
     for subdir_dir, by_name in wanted.items():
         channel = Channel(subdir_dir.parent.resolve().as_uri())
@@ -122,6 +119,8 @@ def _point_at_origins(
     and an original URL must never be fetched (the point is to install offline, exactly the
     pack's packages). Also returns the entries to rewrite afterwards: those whose URL rattler
     does not take (it parses them; the pack is someone else's)."""
+    from rattler.networking import Client, MirrorMiddleware
+
     refused: dict[str, list[str]] = {}
     rewrite: dict[str, tuple[str, str]] = {}
     for package, record in pairs:
@@ -267,8 +266,7 @@ class RattlerInstaller:
         ``on_linked`` is called once the package files are no longer needed (the caller may start
         removing them while the metadata is finished).
         """
-        pairs = _records(packages)
-        wanted = {_meta_name(package.record): _provenance(package, record) for package, record in pairs}
+        loading = _import_rattler()
         temp_cache = None
         if pkgs_dir is None:
             temp_cache = tempfile.TemporaryDirectory(
@@ -276,7 +274,11 @@ class RattlerInstaller:
             )
         cache = pkgs_dir if pkgs_dir is not None else Path(temp_cache.name)  # type: ignore[union-attr]
         try:
-            client, rewrite = _prepare(pairs, wanted, cache, reporter)
+            seeded = _seed(packages, cache, reporter)
+            loading.join()
+            pairs = _records(packages)
+            wanted = {_meta_name(package.record): _provenance(package, record) for package, record in pairs}
+            client, rewrite = _prepare(pairs, wanted, cache, seeded, reporter)
         except BaseException:
             if temp_cache is not None:
                 temp_cache.cleanup()
@@ -297,33 +299,66 @@ class RattlerInstaller:
         return None
 
 
+def _import_rattler() -> threading.Thread:
+    """Import what the install needs of py-rattler (and asyncio, which runs it) in a thread.
+
+    ~45 ms of imports: here they run while the extraction processes start and keep both cores
+    busy, instead of before them with one core idle. A failure is left to the same import in
+    the caller's thread, which reports it.
+    """
+
+    def load() -> None:
+        try:
+            import asyncio  # noqa: F401
+
+            import rattler.install
+            import rattler.networking
+            import rattler.package_cache  # noqa: F401
+        except Exception:
+            pass
+
+    thread = threading.Thread(target=load, name="conda-pixi-pack-import", daemon=True)
+    thread.start()
+    return thread
+
+
+def _seed(packages: list[PackedPackage], cache: Path, reporter: Reporter) -> set[Path] | None:
+    """Extract and verify ``packages`` into the cache (seed.py); the paths of those it placed
+    there, or None when seeding cannot run here."""
+    try:
+        return seed_cache(packages, cache, reporter)
+    except SeedUnavailable as exc:
+        reporter.debug(f"installing from package files: {exc}")
+        return None
+
+
 def _prepare(
     pairs: list[tuple[PackedPackage, RepoDataRecord]],
     wanted: dict[str, tuple[str, str]],
     cache: Path,
+    seeded: set[Path] | None,
     reporter: Reporter,
 ) -> tuple[Client | None, dict[str, tuple[str, str]]]:
     """Verify every package and put it where rattler takes it from; returns the client rattler
     fetches with and the conda-meta entries (by file name) to rewrite afterwards to ``(url,
     channel)``.
 
-    First choice: every package extracted into the cache (seed.py), records with their original
-    URLs and a client that fetches nothing. Otherwise: package files (copied out of the pack
-    where extraction left them there) behind ``file://`` URLs, provenance rewritten afterwards.
+    First choice: every package extracted into the cache (``seeded``, see :func:`_seed`), records
+    with their original URLs and a client that fetches nothing. Otherwise: package files (copied
+    out of the pack where extraction left them there) behind ``file://`` URLs, provenance
+    rewritten afterwards.
     """
     packages = [package for package, _ in pairs]
     records = [record for _, record in pairs]
-    try:
-        seeded = seed_cache(packages, cache, reporter)
-    except SeedUnavailable as exc:
-        reporter.debug(f"installing from package files: {exc}")
-    else:
+    if seeded is not None:
         for package in packages:  # already in the cache: not extracted, so not verified yet
             if package.path not in seeded:
                 if package.checksum_deferred:
                     verify_checksum(package)
                 entry = cache / cache_entry_name(package.record)
                 refuse_escaping(package_label(package), extracted_paths(entry))
+        import asyncio
+
         if asyncio.run(_all_cached(cache, records)):
             return _point_at_origins(pairs, wanted)
         reporter.debug("rattler does not see the extracted packages in its cache: installing from files")
@@ -343,6 +378,8 @@ def _prepare(
 
 def _archive_paths(package: PackedPackage) -> list[str]:
     """The paths a package archive lists (rattler reads them from its ``info`` part)."""
+    from rattler import PathsJson
+
     try:
         return [str(entry.relative_path) for entry in PathsJson.from_package_archive(package.path).paths]
     except Exception as exc:  # rattler's own error types: the archive is not a package
@@ -351,6 +388,8 @@ def _archive_paths(package: PackedPackage) -> list[str]:
 
 async def _all_cached(cache: Path, records: list[RepoDataRecord]) -> bool:
     """Whether rattler's own cache index finds every record in ``cache`` (so nothing is fetched)."""
+    from rattler.package_cache import PackageCache
+
     index = await PackageCache(cache).index()
     return all(index.contains_record(record) for record in records)
 
@@ -366,6 +405,10 @@ def _run_install(
 ) -> threading.Thread | None:
     """``rattler.install`` into the new ``prefix``, its failures as PackError; returns the thread
     removing ``temp_cache`` (the caller joins it once conda-meta is finished)."""
+    import asyncio
+
+    from rattler import install as rattler_install
+
     task = reporter.task("Installing packages", len(records), "pkg")
     progress = _Progress(task)
     try:
