@@ -14,10 +14,11 @@ worker, while the packages wait), and ``extract`` is all a worker uses.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from typing import TYPE_CHECKING
 
+#: typing's flag without importing typing (type checkers know the name): this file imports as
+#: little as it can, it starts once per worker while the packages wait.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -28,21 +29,19 @@ def load_extract() -> Callable[[str, str], tuple[bytes, bytes]]:
     Loaded from the package's compiled module without running the package's ``__init__``; where
     that module cannot be found or loaded that way, the ordinary import (same function).
     """
-    import importlib.machinery
-    import importlib.util
+    from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader, ModuleSpec, PathFinder
 
     try:
-        spec = importlib.util.find_spec("rattler")  # the package's location, nothing run
+        spec = PathFinder.find_spec("rattler")  # the package's location, nothing run
         folder = os.path.dirname(spec.origin) if spec is not None and spec.origin else None
         names = sorted(os.listdir(folder)) if folder else []
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        for suffix in EXTENSION_SUFFIXES:
             if f"rattler{suffix}" in names:
                 assert folder is not None
                 path = os.path.join(folder, f"rattler{suffix}")
-                loader = importlib.machinery.ExtensionFileLoader("rattler.rattler", path)
-                module_spec = importlib.util.spec_from_file_location("rattler.rattler", path, loader=loader)
-                assert module_spec is not None
-                module = importlib.util.module_from_spec(module_spec)
+                # importlib.util would do the same in two calls, after importing contextlib (~4 ms)
+                loader = ExtensionFileLoader("rattler.rattler", path)
+                module = loader.create_module(ModuleSpec("rattler.rattler", loader, origin=path))
                 loader.exec_module(module)
                 return module.extract  # type: ignore[no-any-return]
     except Exception:  # any surprise in that shortcut: the ordinary import below
@@ -53,8 +52,11 @@ def load_extract() -> Callable[[str, str], tuple[bytes, bytes]]:
 
 
 def main() -> None:
-    # The parent handles Ctrl-C (it stops this process); a traceback from here would be noise.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent handles Ctrl-C (it stops this process). ``_signal``: the C module under
+    # ``signal``, which would import ``enum`` (~5 ms) to wrap it.
+    import _signal
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     extract = load_extract()
     for line in sys.stdin.buffer:
         source, _, destination = line.rstrip(b"\n").partition(b"\t")
