@@ -32,6 +32,7 @@ from tests.faults.helpers import (
 )
 from tests.support.channel import record_for, write_lock, write_project
 from tests.support.fault_server import STALL_SECONDS, FaultServer
+from tests.support.server import TLS_CERT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -142,6 +143,42 @@ def test_a_body_that_stops_midway_is_given_up_after_the_read_timeout_and_retried
     assert faults.count(relpath) == 2
     assert elapsed < STALL_SECONDS / 2, elapsed  # the timeout ended it, not the server
     assert "no data from" in done.stderr  # said as a warning before the retry
+
+
+def test_faults_over_tls_end_as_over_plain_http(sample_channel: Channel, tmp_path: Path) -> None:
+    """Over HTTPS a body is read by the TLS connection's own ``read`` (direct.py): a close without
+    TLS's closing message halfway (``short``), a reset and a stall past the read timeout are each
+    retried once, the bodies framed without a length are read whole, and every package is the
+    channel's."""
+    scripted = {"alpha": "short", "beta": "reset", "prefixed": "stall"}
+    with FaultServer(sample_channel.root, tls=True) as server:
+        for name, fault in scripted.items():
+            server.script(sample_channel.relpath(name), fault)
+        server.always(sample_channel.relpath("noarch-data"), "chunked")
+        project = tmp_path / "project"
+        records = [
+            record_for(
+                sample_channel.packages[n], f"{server.url}/{sample_channel.relpath(n)}", channel=server.url
+            )
+            for n in NAMES
+        ]
+        write_lock(project / "pixi.lock", records, channel=server.url)
+        write_project(project, channels=[server.url])
+        config = tmp_path / "config.toml"
+        config.write_text("remote-read-timeout-secs = 0.5\n")
+        out = tmp_path / "environment.tar"
+        env = cli_env(tmp_path / "tmp", SSL_CERT_FILE=str(TLS_CERT))
+        args = ("pack", str(project), "-p", "linux-64", "-o", str(out), "--config", str(config), "-q")
+        done = run_cli(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        counts = {name: server.count(sample_channel.relpath(name)) for name in NAMES}
+    assert counts == {"alpha": 2, "beta": 2, "prefixed": 2, "noarch-data": 1}
+    with tarfile.open(out) as tar:
+        for name in NAMES:
+            member = tar.extractfile(f"channel/{sample_channel.relpath(name)}")
+            assert member is not None
+            assert member.read() == sample_channel.packages[name].read_bytes(), name
+    assert temp_leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("framing", ["chunked", "until-close"])

@@ -6,11 +6,14 @@ clean close short of ``Content-Length``, an HTML page with 200). Each request of
 next fault of its script; once the script is used up the path is served normally, unless a fault
 was set with :meth:`FaultServer.always`. ``delay`` (before the headers) and ``chunk_delay``
 (between 64 KiB chunks) make a slow server; ``peak`` is the most requests in flight at once.
+With ``tls`` it serves HTTPS with the certificate of ``server.TLS_CERT``: a close then ends the
+TCP stream without TLS's closing message, as a dropped connection does.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -18,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote, urlsplit
+
+from tests.support.server import TLS_CERT, TLS_KEY
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -41,8 +46,11 @@ HTML_PAGE: Final = (
 class FaultServer:
     """Serve ``root`` on an ephemeral port of 127.0.0.1, with scripted faults per relative path."""
 
-    def __init__(self, root: Path, *, delay: float = 0.0, chunk_delay: float = 0.0) -> None:
+    def __init__(
+        self, root: Path, *, delay: float = 0.0, chunk_delay: float = 0.0, tls: bool = False
+    ) -> None:
         self.root = Path(root).resolve()
+        self.tls = tls
         self.delay, self.chunk_delay = delay, chunk_delay
         self._lock = threading.Lock()
         self._scripts: dict[str, list[str]] = {}
@@ -70,9 +78,19 @@ class FaultServer:
                     with outer._lock:
                         outer.in_flight -= 1
 
+        context = None
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(TLS_CERT, TLS_KEY)
+
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             request_queue_size = 256  # 50 parallel downloads connect at once
+
+            def finish_request(self, request: object, client_address: object) -> None:
+                if context is not None:  # in the handler's thread: a failed handshake ends only it
+                    request = context.wrap_socket(request, server_side=True)  # type: ignore[arg-type]
+                super().finish_request(request, client_address)  # type: ignore[arg-type]
 
             def handle_error(self, request: object, client_address: object) -> None:
                 """Quiet: a client hanging up on a faulty answer is what the tests provoke."""
@@ -109,7 +127,7 @@ class FaultServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._httpd.server_address[1]}"
 
     def count(self, relpath: str) -> int:
         """How many times ``relpath`` was requested."""
