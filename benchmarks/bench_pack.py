@@ -174,7 +174,7 @@ def _median(measurements: list[synthetic.Measurement]) -> float:
     return statistics.median(m.seconds for m in measurements)
 
 
-def table(rows: list[Row], channel: Path, runs: int) -> list[str]:
+def table(rows: list[Row], channel: Path, runs: int, where: Path) -> list[str]:
     """The markdown table of one scale."""
     row, verdict = synthetic.row, synthetic.verdict
     measured = [r for r in rows if r.skipped is None]
@@ -215,7 +215,8 @@ def table(rows: list[Row], channel: Path, runs: int) -> list[str]:
         + synthetic.machine_note(runs)
         + " Baseline and pack alternate, each after `os.sync()`; the baseline is `curl --parallel"
         f" --parallel-max {CURL_PARALLEL}` into a channel-shaped folder, `tar cf` of it and `rm -rf` of"
-        " the folder (a lock's pack writes its packages straight into the archive).",
+        " the folder (a lock's pack writes its packages straight into the archive). Both write under"
+        f" `{where}` ({synthetic.file_system(where)}).",
         "",
     ]
     return lines
@@ -257,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench-dir", type=Path, default=synthetic.BENCH_DIR)
     parser.add_argument("--scales", default="1", help="environment sizes, e.g. 1,3 (default: 1)")
     parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="where the runs write: the baseline's downloads and tar, the packs (default: --bench-dir)",
+    )
+    parser.add_argument(
         "--servers", default=",".join(s.key for s in SERVERS), help="comma-separated keys (default: all)"
     )
     parser.add_argument(
@@ -268,19 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("curl") is None:
         sys.exit("error: the baseline needs curl (apt-get install curl)")
     chosen = [s for s in SERVERS if s.key in args.servers.split(",")]
+    scales = [int(s) for s in args.scales.split(",")]
+    channels = {scale: synthetic.ensure_channel(args.bench_dir, scale) for scale in scales}
+    runs = args.runs_dir or args.bench_dir
+    print(f"the runs write under {runs} ({synthetic.file_system(runs)})", flush=True)
     by_scale: dict[int, list[Row]] = {}
     markdown: list[str] = []
-    for scale in (int(s) for s in args.scales.split(",")):
-        channel = synthetic.ensure_channel(args.bench_dir, scale)
-        work = args.bench_dir / f"pack-x{scale}"
+    for scale in scales:
+        work = runs / f"pack-x{scale}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         rows = []
         for server in chosen:
             warm = not any(r.warm for r in rows) and server.key != "python-http-server"
-            rows.append(measure(server, channel, work, args.cli.split(), args.runs, warm))
+            rows.append(measure(server, channels[scale], work, args.cli.split(), args.runs, warm))
         by_scale[scale] = rows
-        markdown += [f"### Scale {scale}x", "", *table(rows, channel, args.runs)]
+        markdown += [f"### Scale {scale}x", "", *table(rows, channels[scale], args.runs, work)]
     if len(by_scale) > 1:
         markdown += growth(by_scale)
     synthetic.write_results("pack", "\n".join(markdown))

@@ -39,8 +39,7 @@ if TYPE_CHECKING:
 MB: Final[int] = 1_000_000
 #: Per backend: its name, the engine's command, the engine's runs and ours.
 Rows = list[tuple[str, str, list[synthetic.Measurement], list[synthetic.Measurement]]]
-#: The memory file system runs go to by default, and the room a run needs there.
-MEMORY_FS: Final = Path("/dev/shm")
+#: The room a run needs on the memory file system (see ``synthetic.runs_dir``).
 RUN_ROOM: Final = 3_000_000_000
 #: Ratio targets of ``unpack`` to its engine alone, by backend.
 TARGETS: Final = {"conda": 1.10, "rattler": 1.05}
@@ -59,19 +58,6 @@ def _explicit_file(channel: Path, target: Path) -> Path:
                 lines.append(f"{url}#sha256:{record['sha256']}")
     target.write_text("\n".join(lines) + "\n")
     return target
-
-
-def _runs_dir(requested: Path | None, work: Path) -> Path:
-    """Where the runs' caches and prefixes go: ``requested``, else the memory file system when
-    it has room, else ``work``."""
-    if requested is not None:
-        return requested
-    try:
-        if os.access(MEMORY_FS, os.W_OK) and shutil.disk_usage(MEMORY_FS).free >= RUN_ROOM:
-            return MEMORY_FS / f"conda-pixi-pack-bench-{os.getpid()}"
-    except OSError:
-        pass
-    return work
 
 
 def _conda_python(candidate: str) -> str | None:
@@ -128,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         "--runs-dir",
         type=Path,
         default=None,
-        help=f"where each run's cache and prefix go (default: {MEMORY_FS} with room, else --bench-dir)",
+        help=f"where each run's cache and prefix go (default: {synthetic.MEMORY_FS} with room, "
+        "else --bench-dir)",
     )
     parser.add_argument(
         "--conda-python",
@@ -148,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         synthetic.run_measured([sys.executable, "-m", "conda_pixi_pack", "pack", project, "-o", pack, "-q"])
     explicit = _explicit_file(channel, work / "explicit.txt")
     env = {"CONDA_ALWAYS_YES": "true"}
-    runs = _runs_dir(args.runs_dir, work)
+    runs = synthetic.runs_dir(args.runs_dir, work, RUN_ROOM)
     print(f"each run's package cache and prefix go to {runs}", flush=True)
     try:
         rows = _rows(args, runs, channel, pack, explicit, env)
@@ -232,8 +219,8 @@ def _table(rows: Rows, channel: Path, pack: Path, run_count: int, runs: Path) ->
         f"Peak RSS of unpack: {peak / MB:.0f} MB (target < 200 MB: {synthetic.verdict(peak / MB, 200)}). "
         + synthetic.machine_note(run_count)
         + " Engine and `unpack` runs alternate; each starts with an empty package cache and a new"
-        f" prefix (under `{runs}`), after `os.sync()` (no run pays for the previous one's dirty-page"
-        " writeback).",
+        f" prefix (under `{runs}`, {synthetic.file_system(runs)}), after `os.sync()` (no run pays"
+        " for the previous one's dirty-page writeback).",
         "",
     ]
     return lines

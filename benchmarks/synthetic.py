@@ -314,6 +314,62 @@ def machine_note(runs: int) -> str:
     )
 
 
+#: The memory file system the runs' outputs go to by default (see :func:`runs_dir`).
+MEMORY_FS: Final = Path("/dev/shm")
+
+
+def runs_dir(requested: Path | None, fallback: Path, room: int) -> Path:
+    """Where the timed runs write: ``requested``, else a new folder on the memory file system when
+    it has ``room`` bytes free, else ``fallback``.
+
+    Why not the disk: this machine's is ext4 without a journal, where the kernel checks every new
+    inode against those deleted in the last minute (``recently_deleted`` in its allocator); runs
+    that delete thousands of files (prefixes) each paid for the previous one's, by an amount that
+    varied from run to run and side to side (see :func:`file_system`).
+    """
+    if requested is not None:
+        return requested
+    try:
+        if os.access(MEMORY_FS, os.W_OK) and shutil.disk_usage(MEMORY_FS).free >= room:
+            return MEMORY_FS / f"conda-pixi-pack-bench-{os.getpid()}"
+    except OSError:
+        pass
+    return fallback
+
+
+def file_system(path: Path) -> str:
+    """The type of the file system holding ``path`` and, for ext4, whether it has a journal
+    (without one, the kernel makes each new file wait on the files deleted in the last minute,
+    which the baseline's folder of packages pays for, run after run): read from /proc/mounts."""
+    try:
+        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return "file system unknown"
+    target = os.path.realpath(path)
+    best = max(
+        (m for m in mounts if len(m) > 3 and (target + "/").startswith(m[1].rstrip("/") + "/")),
+        key=lambda m: len(m[1]),
+        default=None,
+    )
+    if best is None:
+        return "file system unknown"
+    device, kind = best[0], best[2]
+    if kind != "ext4":
+        return kind
+    journal = _ext4_journal(device)
+    return "ext4" if journal is None else f"ext4 {'with' if journal else 'without'} a journal"
+
+
+def _ext4_journal(device: str) -> bool | None:
+    """Whether the ext4 file system on ``device`` has a journal (``/sys/fs/ext4/<dev>/journal_task``
+    names its thread, ``<none>`` without one); None when that cannot be told."""
+    try:
+        task = (Path("/sys/fs/ext4") / Path(os.path.realpath(device)).name / "journal_task").read_text()
+    except OSError:
+        return None
+    return task.strip() not in ("", "<none>")
+
+
 def write_results(name: str, markdown: str) -> Path:
     """Print the table and keep it in ``bench-results/<name>.md``."""
     RESULTS_DIR.mkdir(exist_ok=True)
