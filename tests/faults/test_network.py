@@ -55,11 +55,13 @@ def server(sample_channel: Channel) -> Iterator[FaultServer]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, sample_channel: Channel, server: FaultServer) -> Path:
-    folder = tmp_path_factory.mktemp("network-project")
+    return _write_project(tmp_path_factory.mktemp("network-project"), sample_channel, server)
+
+
+def _write_project(folder: Path, channel: Channel, server: FaultServer) -> Path:
+    """A pixi project in ``folder`` whose lock has the :data:`NAMES` packages from ``server``."""
     records = [
-        record_for(
-            sample_channel.packages[n], f"{server.url}/{sample_channel.relpath(n)}", channel=server.url
-        )
+        record_for(channel.packages[n], f"{server.url}/{channel.relpath(n)}", channel=server.url)
         for n in NAMES
     ]
     write_lock(folder / "pixi.lock", records, channel=server.url)
@@ -155,15 +157,7 @@ def test_faults_over_tls_end_as_over_plain_http(sample_channel: Channel, tmp_pat
         for name, fault in scripted.items():
             server.script(sample_channel.relpath(name), fault)
         server.always(sample_channel.relpath("noarch-data"), "chunked")
-        project = tmp_path / "project"
-        records = [
-            record_for(
-                sample_channel.packages[n], f"{server.url}/{sample_channel.relpath(n)}", channel=server.url
-            )
-            for n in NAMES
-        ]
-        write_lock(project / "pixi.lock", records, channel=server.url)
-        write_project(project, channels=[server.url])
+        project = _write_project(tmp_path / "project", sample_channel, server)
         config = tmp_path / "config.toml"
         config.write_text("remote-read-timeout-secs = 0.5\n")
         out = tmp_path / "environment.tar"
