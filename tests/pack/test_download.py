@@ -491,10 +491,12 @@ def test_ctrl_c_leaves_no_partial_file(
     out = tmp_path / "out"
     script = textwrap.dedent(
         f"""
-        import sys
+        import signal, sys
         from pathlib import Path
         from conda_pixi_pack.artifacts import Artifact
         from conda_pixi_pack.pack.download import NetworkSettings, fetch_all
+        # Python keeps SIGINT ignored when started so (a background job of a script): Ctrl-C as in a terminal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         art = Artifact(url={server.url("slow.conda")!r}, file_name="slow.conda", sha256="0" * 64,
                        md5=None, size={len(data)}, relative_path="linux-64/slow.conda", label="slow")
         print("started", flush=True)
