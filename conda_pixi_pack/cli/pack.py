@@ -185,7 +185,6 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
     """The one place flags become :class:`PackOptions` (tested flag by flag)."""
     from conda_pixi_pack.pack.output import OutputMode
     from conda_pixi_pack.pack.pipeline import PackOptions
-    from conda_pixi_pack.pack.unpacker import UnpackerSource
 
     _check_flags(args)
     to_stdout = args.output == STDOUT
@@ -201,6 +200,8 @@ def options_from_args(args: argparse.Namespace) -> PackOptions:
         output = None if to_stdout or args.output is None else path_argument(args.output)
     unpacker = None
     if args.unpacker_source is not None:
+        from conda_pixi_pack.pack.unpacker import UnpackerSource  # with the executable writer, ~5 ms
+
         unpacker = UnpackerSource(args.unpacker_source, args.unpacker_sha256)
     return PackOptions(
         source=_source(args),

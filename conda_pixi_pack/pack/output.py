@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from conda_pixi_pack.errors import PackError
-from conda_pixi_pack.pack.writers import folder, tar
+from conda_pixi_pack.pack.writers import tar
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -130,6 +130,8 @@ class _Renamed(Output):
         assert self.target is not None
         self._before = _identity(self.target)
         if self.is_folder:
+            from conda_pixi_pack.pack.writers import folder  # only a folder output needs it
+
             reporter.info(f"Moving the pack folder into place at {self.target}")
             return folder.write_tree(staging, self.target)
         reporter.info(f"Writing {self.target}")

@@ -24,7 +24,7 @@ from conda_pixi_pack import __version__
 from conda_pixi_pack import format as layout
 from conda_pixi_pack.errors import PackError, UserCancelled
 from conda_pixi_pack.fileio import remove_uninterrupted
-from conda_pixi_pack.pack import cache, download, inject, package_caches, supply, unpacker
+from conda_pixi_pack.pack import cache, download, inject, package_caches, supply
 from conda_pixi_pack.pack.destination import FolderDestination, SlotDestination
 from conda_pixi_pack.pack.output import OutputMode, default_output, file_url_path, plan_output
 from conda_pixi_pack.pack.sources.lockfile import LockSource
@@ -117,6 +117,8 @@ def pack(options: PackOptions, reporter: Reporter | None = None) -> PackResult:
     path = options.output or default_output(options.mode, options.platform or layout.current_platform())
     output = plan_output(options.mode, path, options.output_text)
     if options.unpacker is not None:
+        from conda_pixi_pack.pack import unpacker  # with the executable writer: ~5 ms a tar pack need not pay
+
         unpacker.check_source(options.unpacker)
     try:
         return _pack(options, output, reporter)
@@ -301,6 +303,8 @@ def _facts(
     names = {str(c.record["name"]) for c in conda} | injection.conda_names
     embedded = None
     if options.unpacker is not None:
+        from conda_pixi_pack.pack import unpacker
+
         embedded = unpacker.resolve(
             options.unpacker,
             platform,
