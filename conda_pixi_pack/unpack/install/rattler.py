@@ -51,9 +51,9 @@ if TYPE_CHECKING:
     from conda_pixi_pack.artifacts import PackedPackage
     from conda_pixi_pack.progress import Reporter, Task
 
-    #: Each package with its record, the URL and channel conda-meta should show for each (by
-    #: conda-meta file name), and a client refusing the original URLs (see :class:`_Records`).
-    Records = tuple[list[tuple[PackedPackage, RepoDataRecord]], dict[str, tuple[str, str]], Client]
+    #: Each package with its record, and the URL and channel conda-meta should show for each (by
+    #: conda-meta file name); see :class:`_Records`.
+    Records = tuple[list[tuple[PackedPackage, RepoDataRecord]], dict[str, tuple[str, str]]]
 
 #: How long, at most, a failed install waits for rattler's worker threads to finish (seconds).
 QUIET_TIMEOUT: Final = 30.0
@@ -117,10 +117,15 @@ def _provenance(package: PackedPackage, record: RepoDataRecord) -> tuple[str, st
 
 def _point_at_origins(
     pairs: list[tuple[PackedPackage, RepoDataRecord]], wanted: dict[str, tuple[str, str]]
-) -> dict[str, tuple[str, str]]:
-    """Give each record the URL and channel conda-meta should show (rattler writes them there);
-    returns the entries to rewrite afterwards: those whose URL rattler does not take (it parses
-    them; the pack is someone else's)."""
+) -> tuple[Client, dict[str, tuple[str, str]]]:
+    """Give each record the URL and channel conda-meta should show (rattler writes them there),
+    and return a client that refuses every request: the packages are all in the cache already,
+    and an original URL must never be fetched (the point is to install offline, exactly the
+    pack's packages). Also returns the entries to rewrite afterwards: those whose URL rattler
+    does not take (it parses them; the pack is someone else's)."""
+    from rattler.networking import Client, MirrorMiddleware
+
+    refused: dict[str, list[str]] = {}
     rewrite: dict[str, tuple[str, str]] = {}
     for package, record in pairs:
         name = _meta_name(package.record)
@@ -131,17 +136,10 @@ def _point_at_origins(
             record.url, record.channel = url, channel
         except Exception:  # py-rattler's own error types: the URL does not parse
             rewrite[name] = (url, channel)
-    return rewrite
-
-
-def _refusing_client(wanted: dict[str, tuple[str, str]]) -> Client:
-    """A client that refuses every request for the packages' original URLs: they are all in the
-    cache already, and an original URL must never be fetched (the point is to install offline,
-    exactly the pack's packages)."""
-    from rattler.networking import Client, MirrorMiddleware
-
-    refused = {url: [NOWHERE] for url, _ in wanted.values() if urlsplit(url).scheme != "file"}
-    return Client([MirrorMiddleware(refused)]) if refused else Client()
+            continue
+        if urlsplit(url).scheme != "file":
+            refused[record.url] = [NOWHERE]
+    return (Client([MirrorMiddleware(refused)]) if refused else Client()), rewrite
 
 
 def _channel_name(channel: str) -> str:
@@ -282,8 +280,8 @@ class RattlerInstaller:
         cache = pkgs_dir if pkgs_dir is not None else Path(temp_cache.name)  # type: ignore[union-attr]
         try:
             seeded = _seed(packages, cache, reporter)
-            pairs, wanted, refusing = made.result()
-            client, rewrite = _prepare(pairs, wanted, cache, seeded, refusing, reporter)
+            pairs, wanted = made.result()
+            client, rewrite = _prepare(pairs, wanted, cache, seeded, reporter)
         except BaseException:
             if temp_cache is not None:
                 temp_cache.cleanup()
@@ -305,12 +303,11 @@ class RattlerInstaller:
 
 
 class _Records:
-    """rattler's records of the packages, and the client to install them with, made in a thread.
+    """rattler's records of the packages, made in a thread.
 
-    The imports of py-rattler and asyncio (~45 ms), the parse of repodata.json and the client
-    (~10 ms) need none of the extraction: here they run while the extraction processes start and
-    keep both cores busy, instead of before them with one core idle, or after them with nothing
-    else running.
+    The imports of py-rattler and asyncio (~45 ms) and the parse of repodata.json need none of
+    the extraction: here they run while the extraction processes start and keep both cores busy,
+    instead of before them with one core idle.
     """
 
     def __init__(self, packages: list[PackedPackage]) -> None:
@@ -322,13 +319,11 @@ class _Records:
 
     def _make(self) -> None:
         try:
-            import asyncio  # noqa: F401  (for _prepare and _run_install)
-
-            import rattler.install  # noqa: F401
+            import asyncio  # noqa: F401  (for _prepare and _run_install; _records imports rattler)
 
             pairs = _records(self._packages)
             wanted = {_meta_name(package.record): _provenance(package, record) for package, record in pairs}
-            self._made = (pairs, wanted, _refusing_client(wanted))
+            self._made = (pairs, wanted)
         except BaseException as exc:  # raised in the caller's thread by result()
             self._error = exc
 
@@ -356,7 +351,6 @@ def _prepare(
     wanted: dict[str, tuple[str, str]],
     cache: Path,
     seeded: set[Path] | None,
-    refusing: Client,
     reporter: Reporter,
 ) -> tuple[Client | None, dict[str, tuple[str, str]]]:
     """Verify every package and put it where rattler takes it from; returns the client rattler
@@ -364,7 +358,7 @@ def _prepare(
     channel)``.
 
     First choice: every package extracted into the cache (``seeded``, see :func:`_seed`), records
-    with their original URLs and the ``refusing`` client. Otherwise: package files (copied
+    with their original URLs and a client that fetches nothing. Otherwise: package files (copied
     out of the pack where extraction left them there) behind ``file://`` URLs, provenance
     rewritten afterwards.
     """
@@ -380,7 +374,7 @@ def _prepare(
         import asyncio
 
         if asyncio.run(_all_cached(cache, records)):
-            return refusing, _point_at_origins(pairs, wanted)
+            return _point_at_origins(pairs, wanted)
         reporter.debug("rattler does not see the extracted packages in its cache: installing from files")
     try:
         fill_placeholders({p.path: p.extent for p in packages if p.extent is not None})
