@@ -101,6 +101,26 @@ def test_packages_go_from_the_pack_into_the_cache(
     assert _workers() == []
 
 
+def test_an_origin_url_rattler_cannot_parse_is_kept_in_conda_meta(
+    tmp_path: Path, packages: Callable[..., list[Path]]
+) -> None:
+    """A pack from elsewhere may name an origin rattler does not take as a URL: the install
+    still runs from the seeded cache, and conda-meta shows the origin as the pack names it."""
+    built = packages("alpha", "beta")
+    odd = "https://exa mple.invalid/linux-64/alpha-1.0-h0_0.conda"
+    where = {
+        f"linux-64/{p.name}": {"url": f"{FORGE}/linux-64/{p.name}", "channel": f"{FORGE}/"} for p in built
+    }
+    where[f"linux-64/{built[0].name}"] = {"url": odd, "channel": "https://exa mple.invalid/"}
+    pack = tar_dir(make_pack_dir(tmp_path / "src", built, origins=where), tmp_path / "environment.tar")
+    reporter = Recorder()
+    env = unpack(_options(pack, tmp_path / "out", pkgs_dir=tmp_path / "pkgs"), reporter).prefix
+    assert not any("installing from" in line for line in reporter.debug_lines), reporter.debug_lines
+    assert json.loads((env / "conda-meta" / "alpha-1.0-h0_0.json").read_text())["url"] == odd
+    assert json.loads((env / "conda-meta" / "beta-1.2-h0_0.json").read_text())["channel"] == f"{FORGE}/"
+    assert _workers() == []
+
+
 def test_a_package_rattler_cannot_extract_is_refused_before_linking(
     tmp_path: Path, packages: Callable[..., list[Path]]
 ) -> None:

@@ -132,14 +132,30 @@ def _point_at_origins(
         url, channel = wanted[name]
         if url == record.url:
             continue
-        try:
-            record.url, record.channel = url, channel
-        except Exception:  # py-rattler's own error types: the URL does not parse
+        if not _url_taken(url):
             rewrite[name] = (url, channel)
             continue
+        record.url, record.channel = url, channel
         if urlsplit(url).scheme != "file":
             refused[record.url] = [NOWHERE]
     return (Client([MirrorMiddleware(refused)]) if refused else Client()), rewrite
+
+
+def _url_taken(url: str) -> bool:
+    """Whether rattler parses ``url`` as a URL.
+
+    Asked before a record is given it: py-rattler 0.28's record panics on a URL it cannot parse
+    (a Rust panic message on stderr, and pyo3's ``PanicException``, which ``except Exception``
+    does not catch: the unpack died). ``MirrorMiddleware`` parses its keys with the same parser
+    and raises an ordinary error (~3 us a URL).
+    """
+    from rattler.networking import MirrorMiddleware
+
+    try:
+        MirrorMiddleware({url: [NOWHERE]})
+    except Exception:  # py-rattler's InvalidUrlError
+        return False
+    return True
 
 
 def _channel_name(channel: str) -> str:
