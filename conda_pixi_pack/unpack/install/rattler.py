@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from conda_pixi_pack import __version__
@@ -43,7 +43,8 @@ from conda_pixi_pack.unpack.install.seed import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    import asyncio
+    from collections.abc import Callable, Coroutine
 
     from rattler import RepoDataRecord
     from rattler.networking import Client
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
     #: Each package with its record, and the URL and channel conda-meta should show for each (by
     #: conda-meta file name); see :class:`_Records`.
     Records = tuple[list[tuple[PackedPackage, RepoDataRecord]], dict[str, tuple[str, str]]]
+
+T = TypeVar("T")
 
 #: How long, at most, a failed install waits for rattler's worker threads to finish (seconds).
 QUIET_TIMEOUT: Final = 30.0
@@ -387,9 +390,7 @@ def _prepare(
                     verify_checksum(package)
                 entry = cache / cache_entry_name(package.record)
                 refuse_escaping(package_label(package), extracted_paths(entry))
-        import asyncio
-
-        if asyncio.run(_all_cached(cache, records)):
+        if _run(_all_cached(cache, records)):
             return _point_at_origins(pairs, wanted)
         reporter.debug("rattler does not see the extracted packages in its cache: installing from files")
     try:
@@ -416,6 +417,41 @@ def _archive_paths(package: PackedPackage) -> list[str]:
         raise PackError(f"broken pack: {package_label(package)} cannot be read: {exc}", DAMAGED_HINT) from exc
 
 
+#: The event loops of interrupted :func:`_run` s, kept open to the end of the process.
+_INTERRUPTED_LOOPS: list[asyncio.AbstractEventLoop] = []
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` for py-rattler's coroutines, except that an interrupted run leaves its
+    event loop open.
+
+    py-rattler hands each result back through the loop, from its own threads
+    (``call_soon_threadsafe``). A Ctrl-C can end a run while one of its futures is in flight and
+    nothing awaits it any more (between its creation and its ``await``; on Python 3.10 inside a
+    task's step): once the loop is closed, that late call fails and py-rattler prints the error
+    with a traceback. An open loop takes the call, and nothing runs it.
+    """
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        result = loop.run_until_complete(coroutine)
+    except BaseException:
+        _INTERRUPTED_LOOPS.append(loop)  # referenced: a loop is closed when it is collected
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:  # as asyncio.run does: what they await is cancelled too
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        raise
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+    return result
+
+
 async def _all_cached(cache: Path, records: list[RepoDataRecord]) -> bool:
     """Whether rattler's own cache index finds every record in ``cache`` (so nothing is fetched)."""
     from rattler.package_cache import PackageCache
@@ -435,14 +471,12 @@ def _run_install(
 ) -> threading.Thread | None:
     """``rattler.install`` into the new ``prefix``, its failures as PackError; returns the thread
     removing ``temp_cache`` (the caller joins it once conda-meta is finished)."""
-    import asyncio
-
     from rattler import install as rattler_install
 
     task = reporter.task("Installing packages", len(records), "pkg")
     progress = _Progress(task)
     try:
-        asyncio.run(
+        _run(
             rattler_install(
                 records,
                 prefix,
