@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conda_pixi_pack.cli.main import run
+from conda_pixi_pack.cli.entry import run
 
 if __name__ == "__main__":
     run(prog="python -m conda_pixi_pack")

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from conda_pixi_pack import __version__
@@ -65,6 +65,22 @@ class Signals:
     interrupted: bool = False
     #: The interruption was SIGTERM.
     terminated: bool = False
+    #: Signals that came before :func:`terminate_as_interrupt`'s handler was in place (while the
+    #: program started and read its command line), held by the entry's handler (see :func:`run`):
+    #: :func:`main` delivers the first.
+    pending: list[int] = field(default_factory=list)
+
+    def remember(self, signum: int, frame: object) -> None:
+        """The handler outside :func:`main`: before it, the signal is kept for it; after it, the
+        process is about to exit and the signal is ignored."""
+        self.pending.append(signum)
+
+    def deliver(self) -> None:
+        """Interrupt now if a signal came before the handler of :func:`terminate_as_interrupt`."""
+        if self.pending and not self.interrupted:
+            self.interrupted = True
+            self.terminated = self.pending[0] == signal.SIGTERM
+            raise KeyboardInterrupt
 
 
 class _PrintHelp:
@@ -152,7 +168,7 @@ def terminate_as_interrupt(signals: Signals | None = None) -> Iterator[Signals]:
             signal.signal(signum, handler)
 
 
-def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG, signals: Signals | None = None) -> int:
     """Run the standalone CLI; returns the exit code (``sys.exit(main())``).
 
     Bad flags exit 2 with argparse's usage text (the JSON error object with ``--json``). A
@@ -161,18 +177,21 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     exits 130, SIGTERM 143, both after the same cleanup.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = parse(build_parser(prog), argv)
-    except _BadFlags as exc:
-        if "--json" not in argv:
-            argparse.ArgumentParser.error(exc.parser, exc.message)  # argparse's own text; exits 2
-        error = UsageError(exc.message, f"see `{exc.parser.prog} --help`")
-        return report_error(error, Output(json=True), error.exit_code, str(error))
-    output = Output.from_args(args)
-    signals = Signals()
-    # The error is reported inside the block too: more Ctrl-C meanwhile are still ignored.
+    signals = signals if signals is not None else Signals()
+    output = Output(json="--json" in argv)  # until the flags are read
+    # The command line is read inside the block too (a Ctrl-C then stops the run before its
+    # command begins), and the error reported there: more Ctrl-C meanwhile are still ignored.
     with terminate_as_interrupt(signals):
         try:
+            signals.deliver()
+            try:
+                args = parse(build_parser(prog), argv)
+            except _BadFlags as exc:
+                if "--json" not in argv:
+                    argparse.ArgumentParser.error(exc.parser, exc.message)  # argparse's own text; exits 2
+                error = UsageError(exc.message, f"see `{exc.parser.prog} --help`")
+                return report_error(error, Output(json=True), error.exit_code, str(error))
+            output = Output.from_args(args)
             return args.func(args, output)
         except PackError as exc:
             return report_error(exc, output, _exit_code(exc.exit_code, signals), str(exc))
@@ -202,8 +221,10 @@ def _exit_code(code: int, signals: Signals) -> int:
     return TERMINATED_EXIT if signals.terminated else code
 
 
-def run(prog: str = PROG) -> NoReturn:
-    """The console script's (and ``python -m``'s) entry: :func:`main`, then exit at once.
+def run(prog: str = PROG, early: list[int] | None = None) -> NoReturn:
+    """:func:`main`, then exit at once; ``early`` holds the signals the entry's handler
+    (:mod:`~conda_pixi_pack.cli.entry`) caught before this module was imported, and keeps
+    collecting them outside main.
 
     py-rattler's background (tokio) threads may still drop Python objects while the interpreter
     finalizes; CPython then aborts the process ("PyGILState_Release: … finalizing") although the
@@ -211,12 +232,16 @@ def run(prog: str = PROG) -> NoReturn:
     is closed and every temporary folder removed, so the process flushes its output and leaves
     without the interpreter's teardown: the exit code is the real one.
     """
-    # Outside main's own handling, a Ctrl-C (one of a stream, after the first) would only print a
-    # traceback of this function: the process ends in a moment anyway. (Ignored only here: the
-    # commands' subprocesses run under main's handler, so they do not inherit "ignore".)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-    code = main(prog=prog)
+    # Outside main's own handling a signal is only remembered: one that comes before main's
+    # handler is in place (while the command line is read) is delivered by main; one after main
+    # (one of a stream of Ctrl-C, after the first) would only print a traceback of this function,
+    # and the process ends in a moment anyway. (Not SIG_IGN: that would lose the first, and the
+    # commands' subprocesses would inherit it.)
+    signals = Signals(pending=early if early is not None else [])
+    if early is None:  # not from the entry: its handler is not in place
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signals.remember)
+    code = main(prog=prog, signals=signals)
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:

@@ -580,6 +580,52 @@ def test_interrupted_exit_codes(signum: int, code: int, json_output: bool, tmp_p
     assert list(tmp_path.iterdir()) == []  # the partial file was removed
 
 
+#: The console script's entry, with a signal sent while a module is imported (the first
+#: argument: the signal, the second: the module).
+SIGNALLED_EARLY: Final = """
+import os, sys
+from conda_pixi_pack.cli.entry import run
+
+SIGNUM, MODULE = int(sys.argv.pop(1)), sys.argv.pop(1)
+
+class SignalOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == MODULE:
+            os.kill(os.getpid(), SIGNUM)
+        return None
+
+sys.meta_path.insert(0, SignalOnImport())
+run()
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+    ids=["ctrl-c-130", "sigterm-143"],
+)
+@pytest.mark.parametrize(
+    "module",
+    ["conda_pixi_pack.cli.options", "conda_pixi_pack.cli.inspect"],
+    ids=["while-the-cli-is-imported", "while-the-parser-is-built"],
+)
+def test_a_signal_before_the_command_runs_ends_the_run(
+    signum: int, code: int, module: str, tmp_path: Path
+) -> None:
+    """Ctrl-C or SIGTERM while the program starts stops it before the command begins, with the
+    one line and the exit code of any later interruption. (While the parser was built, it was
+    ignored: the command ran, here to its error for a folder without a lock. While the CLI was
+    imported, Ctrl-C printed Python's traceback of the import.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNALLED_EARLY, str(int(signum)), module, "pack", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert (done.returncode, text(done.stderr).splitlines()) == (code, ["error: interrupted"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sigterm_without_the_core_catching_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
