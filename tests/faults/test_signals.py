@@ -14,6 +14,7 @@ tests/unpack/test_unpack_seed.py ``test_ctrl_c_while_extracting_stops_the_worker
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -129,19 +130,29 @@ def slow_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pat
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("transport", ["direct", "rattler"])
 @pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
 def test_a_pack_interrupted_anywhere_leaves_nothing_and_the_next_run_works(
-    slow_project: tuple[Path, bytes, float], tmp_path: Path, ledger: Ledger, signum: int
+    slow_project: tuple[Path, bytes, float], tmp_path: Path, ledger: Ledger, signum: int, transport: str
 ) -> None:
+    """Through either transport: rattler's client (its event loop in a thread of its own, its
+    transfers in its Rust runtime) takes the downloads when a credentials file names the host
+    (the fault server ignores the credentials sent)."""
     project, reference, duration = slow_project
     ledger.cases = POINTS
     seen = []
-    for index, after in enumerate(moments(duration, int(signum))):
+    through: list[str] = []
+    if transport == "rattler":
+        credentials = tmp_path / "credentials.json"
+        credentials.write_text(json.dumps({"127.0.0.1": {"BasicHTTP": {"username": "u", "password": "p"}}}))
+        through = ["--auth-file", str(credentials)]
+    salt = int(signum) + (100 if transport == "rattler" else 0)
+    for index, after in enumerate(moments(duration, salt)):
         work = tmp_path / f"run{index}"
         out, cache, tmp = work / "out" / "environment.tar", work / "cache", work / "tmp"
         out.parent.mkdir(parents=True)
         env = cli_env(tmp)
-        args = ["pack", str(project), "-p", "linux-64", "-o", str(out), "--use-cache", str(cache)]
+        args = ["pack", str(project), "-p", "linux-64", "-o", str(out), "--use-cache", str(cache), *through]
         code, stderr = interrupted_run(args, env, after, signum)
         outcome = judge(
             code,
@@ -162,8 +173,8 @@ def test_a_pack_interrupted_anywhere_leaves_nothing_and_the_next_run_works(
         produced = out.read_bytes()
         ledger.lose(0 if produced == reference else len(reference))
         assert produced == reference
-    ledger.notes.append(f"pack {signal.Signals(signum).name} at {seen}")
-    print(f"pack {signal.Signals(signum).name}: {seen} (a run takes {duration:.2f} s)")
+    ledger.notes.append(f"pack ({transport}) {signal.Signals(signum).name} at {seen}")
+    print(f"pack ({transport}) {signal.Signals(signum).name}: {seen} (a run takes {duration:.2f} s)")
 
 
 # -- unpack ----------------------------------------------------------------------------------------
