@@ -4,8 +4,10 @@ Servers (``servers.py``): nginx over HTTP/1.1, nginx over HTTPS + HTTP/2, ``http
 listen backlog of 1024, and ``python -m http.server`` as it comes (backlog 5). Targets (issue 9):
 a cold pack within 1.10x of the baseline from nginx (both rows) and 1.25x from ``python -m
 http.server``; a warm ``--use-cache`` pack within 0.3x of a cold one; peak RSS under 200 MB;
-at ``--scales 1,3`` time growing linearly with the environment and memory not at all. See
-benchmarks/README.md for the method.
+at ``--scales 1,3`` time growing linearly with the environment and memory not at all. Beside
+each warm pack, ``warm_floor.py`` times the least a warm pack can do (start Python, read the lock
+with py-rattler, kernel-copy the cached packages into one file): the floor under the warm figure
+on this machine. See benchmarks/README.md for the method.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ TARGETS: Final[dict[str, float | None]] = {
 #: Target of a warm pack to a cold one, and of peak memory.
 WARM_TARGET: Final = 0.3
 RSS_TARGET_MB: Final = 200
+#: The least a warm pack can do, timed beside it (see its docstring).
+WARM_FLOOR: Final = Path(__file__).resolve().parent / "warm_floor.py"
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class Row:
     baseline: list[synthetic.Measurement] = field(default_factory=list)
     cold: list[synthetic.Measurement] = field(default_factory=list)
     warm: list[synthetic.Measurement] = field(default_factory=list)
+    #: ``warm_floor.py`` after each warm pack, on the same cache.
+    floor: list[synthetic.Measurement] = field(default_factory=list)
     size: int = 0
 
 
@@ -134,7 +140,8 @@ def _timed(
 
 
 def measure(server: Server, channel: Path, work: Path, cli: list[str], runs: int, warm: bool) -> Row:
-    """Baseline and cold pack alternating (and a warm pack after each cold one when ``warm``)."""
+    """Baseline and cold pack alternating (and a warm pack and its floor after each cold one
+    when ``warm``)."""
     row = Row(server)
     try:
         running = server.start(channel, work)
@@ -152,6 +159,7 @@ def measure(server: Server, channel: Path, work: Path, cli: list[str], runs: int
         env = {**_bytecode_env(work), **({"SSL_CERT_FILE": str(running.ca_file)} if running.ca_file else {})}
         output, cache = run_dir / "environment.tar", run_dir / "cache"
         pack = [*cli, "pack", project, "-o", output, "-q"]
+        floor = [sys.executable, WARM_FLOOR, project / "pixi.lock", cache, run_dir / "floor.bin"]
         print(f"{server.title} at {running.url}: 1 warm-up each, then {runs} runs alternating", flush=True)
         synthetic.run_measured(baseline)
         output.unlink(missing_ok=True)
@@ -164,8 +172,11 @@ def measure(server: Server, channel: Path, work: Path, cli: list[str], runs: int
             if warm:
                 output.unlink(missing_ok=True)
                 row.warm.append(_timed("warm pack", [*pack, "--use-cache", cache], env))
+                (run_dir / "floor.bin").unlink(missing_ok=True)
+                row.floor.append(_timed("floor", floor))
         row.size = output.stat().st_size
         output.unlink(missing_ok=True)
+        (run_dir / "floor.bin").unlink(missing_ok=True)
         (run_dir / "baseline.tar").unlink(missing_ok=True)
     return row
 
@@ -205,6 +216,14 @@ def table(rows: list[Row], channel: Path, runs: int, where: Path) -> list[str]:
                     f"warm `pack --use-cache` ({r.server.title})", "", f"{warm:.2f} s",
                     f"{warm / cold:.2f}x of cold", f"<= {WARM_TARGET}x", verdict(warm / cold, WARM_TARGET),
                     f"{synthetic.peak_rss(r.warm) / MB:.0f} MB",
+                )
+            )  # fmt: skip
+        if r.floor:
+            floor = _median(r.floor)
+            lines.append(
+                row(
+                    "least a warm pack can do (`warm_floor.py`)", "", f"{floor:.2f} s",
+                    f"{floor / cold:.2f}x of cold", "", "", f"{synthetic.peak_rss(r.floor) / MB:.0f} MB",
                 )
             )  # fmt: skip
     peak = max((synthetic.peak_rss(r.cold + r.warm) for r in measured), default=0)
