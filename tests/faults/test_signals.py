@@ -14,7 +14,6 @@ tests/unpack/test_unpack_seed.py ``test_ctrl_c_while_extracting_stops_the_worker
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -37,6 +36,7 @@ from tests.faults.helpers import (
 )
 from tests.support.fault_server import FaultServer
 from tests.support.packs import make_pack
+from tests.support.server import write_auth_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -143,9 +143,7 @@ def test_a_pack_interrupted_anywhere_leaves_nothing_and_the_next_run_works(
     seen = []
     through: list[str] = []
     if transport == "rattler":
-        credentials = tmp_path / "credentials.json"
-        credentials.write_text(json.dumps({"127.0.0.1": {"BasicHTTP": {"username": "u", "password": "p"}}}))
-        through = ["--auth-file", str(credentials)]
+        through = ["--auth-file", str(write_auth_file(tmp_path / "credentials.json"))]
     salt = int(signum) + (100 if transport == "rattler" else 0)
     for index, after in enumerate(moments(duration, salt)):
         work = tmp_path / f"run{index}"

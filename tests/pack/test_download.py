@@ -21,6 +21,7 @@ from conda_pixi_pack.errors import PackError
 from conda_pixi_pack.pack.download import AUTH_FILE_ENV, NetworkSettings, fetch_all
 from conda_pixi_pack.pack.sources.lockfile import load
 from conda_pixi_pack.progress import Reporter, Task
+from tests.support.server import write_auth_file
 from tests.support.slow_server import SlowServer, artifact_for, leftovers
 
 if TYPE_CHECKING:
@@ -83,8 +84,7 @@ def transport(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
     """Which client fetches from 127.0.0.1: the direct one, or rattler's, which the router picks
     when a credentials file names the host (the test servers ignore the credentials sent)."""
     if request.param == "rattler":
-        auth = tmp_path / "any-credentials.json"
-        auth.write_text(json.dumps({"127.0.0.1": {"BasicHTTP": {"username": "u", "password": "p"}}}))
+        auth = write_auth_file(tmp_path / "any-credentials.json")
         monkeypatch.setenv(AUTH_FILE_ENV, str(auth))
     else:
         monkeypatch.delenv(AUTH_FILE_ENV, raising=False)
@@ -339,12 +339,6 @@ def test_401_403_point_to_auth_file(
     assert not (tmp_path / "out" / rel).exists()
 
 
-def write_auth_file(path: Path, user: str, password: str) -> Path:
-    # rattler's format: host (without port) -> credentials
-    path.write_text(json.dumps({"127.0.0.1": {"BasicHTTP": {"username": user, "password": password}}}))
-    return path
-
-
 @pytest.mark.parametrize("how", ["flag", "env", "config"], ids=["auth-file-flag", "env-var", "config-key"])
 def test_basic_auth_from_auth_file(
     sample_channel: Channel,
@@ -534,8 +528,7 @@ def test_a_process_can_exit_right_after_downloading(
     parallel downloads (about 1 process in 8 here); fetch_all now leaves them a moment first.
     Probabilistic by nature: ten processes, each exiting normally right after 40 downloads
     through rattler's client (credentials for the host send them there)."""
-    auth = tmp_path / "any-credentials.json"
-    auth.write_text(json.dumps({"127.0.0.1": {"BasicHTTP": {"username": "u", "password": "p"}}}))
+    auth = write_auth_file(tmp_path / "any-credentials.json")
     monkeypatch.setenv(AUTH_FILE_ENV, str(auth))
     root = tmp_path / "channel"
     (root / "linux-64").mkdir(parents=True)

@@ -31,6 +31,19 @@ TLS_CERT: Final[Path] = Path(__file__).resolve().parent / "tls" / "cert.pem"
 TLS_KEY: Final[Path] = Path(__file__).resolve().parent / "tls" / "key.pem"
 
 
+def write_auth_file(path: Path, user: str = "u", password: str = "p") -> Path:
+    """Write a rattler/pixi auth file (``--auth-file``, ``RATTLER_AUTH_FILE``) for any server on
+    127.0.0.1; with a file naming the host, a pack downloads through rattler's client.
+
+    rattler keys credentials by host name **without** the port (a ``127.0.0.1:<port>`` key
+    is ignored), so the file holds ``{"127.0.0.1": {"BasicHTTP": {...}}}``.
+    """
+    path = Path(path)
+    credentials = {"BasicHTTP": {"username": user, "password": password}}
+    path.write_text(json.dumps({"127.0.0.1": credentials}, indent=2))
+    return path
+
+
 class ChannelServer:
     """Serve ``root`` over HTTP on an ephemeral port; use as a context manager.
 
@@ -103,15 +116,8 @@ class ChannelServer:
             self._auth = f"Basic {token}"
 
     def write_auth_file(self, path: Path, user: str, password: str) -> Path:
-        """Write a rattler/pixi auth file (``--auth-file``, ``RATTLER_AUTH_FILE``) for this server.
-
-        rattler keys credentials by host name **without** the port (a ``127.0.0.1:<port>`` key
-        is ignored), so the file holds ``{"127.0.0.1": {"BasicHTTP": {...}}}``.
-        """
-        path = Path(path)
-        credentials = {"BasicHTTP": {"username": user, "password": password}}
-        path.write_text(json.dumps({"127.0.0.1": credentials}, indent=2))
-        return path
+        """Write a rattler/pixi auth file for this server (see :func:`write_auth_file`)."""
+        return write_auth_file(path, user, password)
 
     def forbid(self, relpath: str) -> None:
         """Answer 403 for this path."""
